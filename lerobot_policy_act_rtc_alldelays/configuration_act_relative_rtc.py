@@ -1,0 +1,217 @@
+"""Configuration of ACT with relative actions and training-time real-time chunking (RTC).
+
+This is the base configuration. It is deliberately not registered as a policy type: users train the
+registered `act_relative_rtc_alldelays` type, whose configuration subclasses this one.
+"""
+
+from dataclasses import dataclass, field
+
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.configs.types import NormalizationMode
+from lerobot.optim.optimizers import AdamWConfig
+
+OBS_STATE_KEY = "observation.state"
+RTC_INFERENCE_MODES = ("prefix", "discard")
+
+
+@dataclass
+class ACTRelativeRTCConfig(PreTrainedConfig):
+    """ACT that predicts actions relative to `observation.state[t]`, conditioned on an action prefix.
+
+    Training-time RTC: at inference, the first `d` actions of the next chunk are already committed (they
+    execute while the model runs). The model therefore sees those `d` actions as a prefix and predicts the
+    `chunk_size` actions that follow them. During training `d` is drawn from `{0..rtc_max_delay}`.
+
+    Each sample's action window has `rtc_max_delay + chunk_size` actions starting at `first_action_index`.
+    For delay `d`, the prefix is `window[0:d]` and the targets are `window[d : d + chunk_size]`.
+
+    Args (only those that differ from LeRobot's `ACTConfig`):
+        rtc_max_delay: Largest inference delay, in control steps, that training simulates.
+        first_action_index: Index, relative to the observation's frame, of the window's first action. 0 is
+            LeRobot's standard pairing of `action[t]` with the observation at `t`; 1 skips `action[t]` for
+            recordings where `action[t]` equals the current state (hand-guided or leader-less data).
+        use_relative_actions: Predict `action - observation.state[t]`, normalized by statistics computed from
+            the training windows. Requires the action and the state to have the same dimension.
+        action_loss_weights: Optional L1 weight per action dimension, keyed by the dataset's action feature
+            names (for instance `{"gripper.pos": 2.0}`). Unnamed dimensions keep weight 1.
+        downscale_img_square: If set, every camera image is padded to a square and resized to this side in
+            the preprocessor, so training and evaluation see identical pixels.
+        rtc_inference_delay: Inference delay emulated by `select_action` (0..rtc_max_delay).
+        rtc_inference_mode: "prefix" conditions the next chunk on the actions still to execute (RTC);
+            "discard" ignores them and drops the first `delay` predicted actions instead (plain chunking).
+    """
+
+    n_obs_steps: int = 1
+    chunk_size: int = 100
+    n_action_steps: int = 100
+
+    normalization_mapping: dict[str, NormalizationMode] = field(
+        default_factory=lambda: {
+            "VISUAL": NormalizationMode.MEAN_STD,
+            "STATE": NormalizationMode.IDENTITY,
+        }
+    )
+
+    # Architecture, as in LeRobot's ACT.
+    vision_backbone: str = "resnet18"
+    pretrained_backbone_weights: str | None = "ResNet18_Weights.IMAGENET1K_V1"
+    replace_final_stride_with_dilation: bool = False
+    pre_norm: bool = False
+    dim_model: int = 512
+    n_heads: int = 8
+    dim_feedforward: int = 3200
+    feedforward_activation: str = "relu"
+    n_encoder_layers: int = 4
+    n_decoder_layers: int = 1
+    use_vae: bool = True
+    latent_dim: int = 32
+    n_vae_encoder_layers: int = 4
+    temporal_ensemble_coeff: float | None = None
+    dropout: float = 0.1
+    kl_weight: float = 10.0
+
+    # Relative actions and real-time chunking.
+    rtc_max_delay: int = 3
+    first_action_index: int = 0
+    use_relative_actions: bool = True
+    action_loss_weights: dict[str, float] | None = None
+    downscale_img_square: int | None = None
+    rtc_inference_delay: int = 0
+    rtc_inference_mode: str = "prefix"
+
+    # Training preset.
+    optimizer_lr: float = 1e-5
+    optimizer_weight_decay: float = 1e-4
+    optimizer_lr_backbone: float = 1e-5
+
+    def __post_init__(self):
+        super().__post_init__()
+        # Relative actions are normalized inside the model, from raw actions and raw states: the processors
+        # must leave both untouched. Without relative actions, actions are normalized as in ACT.
+        default_action_norm = (
+            NormalizationMode.IDENTITY if self.use_relative_actions else NormalizationMode.MEAN_STD
+        )
+        self.normalization_mapping.setdefault("ACTION", default_action_norm)
+        self._validate_fields()
+
+    def _validate_fields(self) -> None:
+        if not self.vision_backbone.startswith("resnet"):
+            raise ValueError(
+                f"`vision_backbone` must be a torchvision ResNet (e.g. 'resnet18'), got '{self.vision_backbone}'."
+            )
+        if self.n_obs_steps != 1:
+            raise ValueError(f"`n_obs_steps` must be 1 (one observation per step), got {self.n_obs_steps}.")
+        if self.rtc_max_delay < 0:
+            raise ValueError(
+                f"`rtc_max_delay` must be >= 0 (the largest inference delay in control steps), "
+                f"got {self.rtc_max_delay}. Use 0 to train without an action prefix."
+            )
+        if self.first_action_index < 0:
+            raise ValueError(
+                f"`first_action_index` must be 0 or 1 (or larger), got {self.first_action_index}."
+            )
+        if self.n_action_steps > self.chunk_size:
+            raise ValueError(
+                f"`n_action_steps` ({self.n_action_steps}) cannot exceed `chunk_size` ({self.chunk_size}): a "
+                f"chunk only holds `chunk_size` actions. Lower `--policy.n_action_steps` or raise "
+                f"`--policy.chunk_size`."
+            )
+        if self.temporal_ensemble_coeff is not None and self.n_action_steps > 1:
+            raise ValueError(
+                "Temporal ensembling queries the policy every step: set `--policy.n_action_steps=1` with "
+                "`temporal_ensemble_coeff`."
+            )
+        if self.temporal_ensemble_coeff is not None and self.rtc_inference_delay > 0:
+            raise ValueError(
+                "Temporal ensembling cannot be combined with an inference delay: set "
+                "`--policy.rtc_inference_delay=0` or `--policy.temporal_ensemble_coeff=null`."
+            )
+        if self.downscale_img_square is not None and self.downscale_img_square <= 0:
+            raise ValueError(
+                f"`downscale_img_square` must be a positive side length in pixels or None, "
+                f"got {self.downscale_img_square}."
+            )
+        if self.rtc_inference_mode not in RTC_INFERENCE_MODES:
+            raise ValueError(
+                f"`rtc_inference_mode` must be one of {RTC_INFERENCE_MODES}, got '{self.rtc_inference_mode}'."
+            )
+        if self.rtc_inference_delay < 0 or self.rtc_inference_delay >= self.n_action_steps:
+            raise ValueError(
+                f"`rtc_inference_delay` must be in 0..n_action_steps-1 (0..{self.n_action_steps - 1}): the next "
+                f"chunk is requested while `delay` actions of the current one remain. Got "
+                f"{self.rtc_inference_delay}."
+            )
+        if self.rtc_inference_mode == "prefix" and self.rtc_inference_delay > self.rtc_max_delay:
+            raise ValueError(
+                f"`rtc_inference_delay` ({self.rtc_inference_delay}) exceeds `rtc_max_delay` "
+                f"({self.rtc_max_delay}), the largest delay the model was trained on. Lower it, or use "
+                f"`--policy.rtc_inference_mode=discard` to measure plain chunking at larger delays."
+            )
+        if (
+            self.rtc_inference_mode == "discard"
+            and self.rtc_inference_delay + self.n_action_steps > self.chunk_size
+        ):
+            raise ValueError(
+                f"In discard mode a chunk must hold the {self.rtc_inference_delay} dropped actions plus "
+                f"n_action_steps={self.n_action_steps}, but chunk_size is {self.chunk_size}. Lower "
+                f"`n_action_steps` or the delay."
+            )
+        if self.use_relative_actions:
+            for feature_type in ("STATE", "ACTION"):
+                if self.normalization_mapping.get(feature_type, NormalizationMode.IDENTITY) != (
+                    NormalizationMode.IDENTITY
+                ):
+                    raise ValueError(
+                        f"With `use_relative_actions=true` the model normalizes relative actions itself from "
+                        f"raw states and actions, so `normalization_mapping['{feature_type}']` must be "
+                        f"IDENTITY, got {self.normalization_mapping[feature_type]}."
+                    )
+
+    @property
+    def n_delays(self) -> int:
+        """Number of inference delays the model is trained on: `0..rtc_max_delay`."""
+        return self.rtc_max_delay + 1
+
+    @property
+    def action_window_size(self) -> int:
+        return self.rtc_max_delay + self.chunk_size
+
+    def get_optimizer_preset(self) -> AdamWConfig:
+        return AdamWConfig(lr=self.optimizer_lr, weight_decay=self.optimizer_weight_decay)
+
+    def get_scheduler_preset(self) -> None:
+        return None
+
+    def validate_features(self) -> None:
+        if not self.image_features and not self.env_state_feature:
+            raise ValueError(
+                "The policy needs at least one camera (a VISUAL feature such as 'observation.images.wrist') "
+                "or an environment state ('observation.environment_state') among its input features."
+            )
+        if self.use_relative_actions:
+            if self.robot_state_feature is None:
+                raise ValueError(
+                    f"`use_relative_actions=true` predicts actions relative to '{OBS_STATE_KEY}', but the "
+                    f"input features have none. Add '{OBS_STATE_KEY}' to the dataset or the input features, "
+                    f"or train with `--policy.use_relative_actions=false`."
+                )
+            action_dim = self.action_feature.shape[0]
+            state_dim = self.robot_state_feature.shape[0]
+            if action_dim != state_dim:
+                raise ValueError(
+                    f"`use_relative_actions=true` subtracts '{OBS_STATE_KEY}' from the action, but the action "
+                    f"has {action_dim} dimensions and the state {state_dim}. Use a dataset whose action and "
+                    f"state live in the same space, or train with `--policy.use_relative_actions=false`."
+                )
+
+    @property
+    def observation_delta_indices(self) -> None:
+        return None
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        return list(range(self.first_action_index, self.first_action_index + self.action_window_size))
+
+    @property
+    def reward_delta_indices(self) -> None:
+        return None

@@ -1,0 +1,41 @@
+"""Configuration of the registered policy type `act_relative_rtc_alldelays`."""
+
+from dataclasses import dataclass
+
+from lerobot.configs.policies import PreTrainedConfig
+
+from .configuration_act_relative_rtc import ACTRelativeRTCConfig
+
+
+@PreTrainedConfig.register_subclass("act_relative_rtc_alldelays")
+@dataclass
+class ACTRelativeRTCAllDelaysConfig(ACTRelativeRTCConfig):
+    """ACT relative-RTC trained on every inference delay of every sample in one forward pass.
+
+    Args:
+        rtc_train_all_delays: Evaluate all `rtc_max_delay + 1` delays per sample (backbone run once, the
+            transformer on `batch * n_delays` sequences). False trains exactly like the base policy, one
+            random delay per sample: the rollback switch and the A/B baseline.
+        rtc_delay_loss_weights: Optional weight of each delay `0..rtc_max_delay` in the loss (non-negative,
+            not all zero), normalized to mean 1. Default: uniform.
+    """
+
+    rtc_train_all_delays: bool = True
+    rtc_delay_loss_weights: list[float] | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        weights = self.rtc_delay_loss_weights
+        if weights is None:
+            return
+        if len(weights) != self.n_delays:
+            raise ValueError(
+                f"`rtc_delay_loss_weights` needs one weight per delay 0..rtc_max_delay, i.e. {self.n_delays} "
+                f"numbers, got {len(weights)}: {list(weights)}."
+            )
+        if any(w < 0 for w in weights):
+            raise ValueError(f"`rtc_delay_loss_weights` must be non-negative, got {list(weights)}.")
+        if sum(weights) == 0:
+            raise ValueError(
+                f"`rtc_delay_loss_weights` are all zero ({list(weights)}): at least one delay must be trained."
+            )

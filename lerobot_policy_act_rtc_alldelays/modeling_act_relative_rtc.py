@@ -1,0 +1,427 @@
+"""ACT with relative actions and training-time real-time chunking (the base policy).
+
+The transformer sees, as encoder tokens: the camera feature maps (2D sinusoidal positions), the environment
+state if present, the VAE latent if the VAE is on, then `rtc_max_delay` action-prefix tokens. A prefix token
+at a position `>= delay` is replaced by a learnable pad embedding, so one network serves every delay. The
+robot state is not a token: it is the origin of the relative actions.
+"""
+
+import logging
+from collections import deque
+from itertools import chain
+
+import einops
+import torch
+import torch.nn.functional as F  # noqa: N812
+import torchvision
+from lerobot.policies.act.modeling_act import (
+    ACTDecoder,
+    ACTEncoder,
+    ACTSinusoidalPositionEmbedding2d,
+    ACTTemporalEnsembler,
+    create_sinusoidal_pos_embedding,
+)
+from lerobot.policies.pretrained import PreTrainedPolicy
+from torch import Tensor, nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from .configuration_act_relative_rtc import OBS_STATE_KEY, ACTRelativeRTCConfig
+from .relative_actions import (
+    RelativeActionNormalizer,
+    compute_relative_action_stats,
+    read_state_and_action_columns,
+)
+
+ACTION_KEY = "action"
+ACTION_IS_PAD_KEY = "action_is_pad"
+OBS_ENV_STATE_KEY = "observation.environment_state"
+
+
+def delay_windows(window: Tensor, chunk_size: int) -> Tensor:
+    """The target chunk of every delay, as a view of the action window (no copy).
+
+    [B, W, ...] with W = rtc_max_delay + chunk_size -> [B, D, chunk_size, ...] where entry `d` is
+    window[:, d : d + chunk_size].
+    """
+    # unfold puts the window dimension last: [B, D, ..., chunk_size].
+    return window.unfold(1, chunk_size, 1).movedim(-1, 2)
+
+
+class ACTRelativeRTC(nn.Module):
+    """The network: observation encoder (backbone + projections), optional VAE, transformer, action head."""
+
+    def __init__(self, config: ACTRelativeRTCConfig):
+        super().__init__()
+        self.config = config
+        dim = config.dim_model
+        action_dim = config.action_feature.shape[0]
+
+        if config.use_vae:
+            # BERT-style VAE encoder over [cls, *target_chunk]; the cls output parametrizes the latent.
+            self.vae_encoder = ACTEncoder(config, is_vae_encoder=True)
+            self.vae_encoder_cls_embed = nn.Embedding(1, dim)
+            self.vae_encoder_action_input_proj = nn.Linear(action_dim, dim)
+            self.vae_encoder_latent_output_proj = nn.Linear(dim, config.latent_dim * 2)
+            self.register_buffer(
+                "vae_encoder_pos_enc",
+                create_sinusoidal_pos_embedding(1 + config.chunk_size, dim).unsqueeze(1),  # [1+chunk, 1, dim]
+            )
+            self.encoder_latent_input_proj = nn.Linear(config.latent_dim, dim)
+            self.encoder_latent_pos_embed = nn.Embedding(1, dim)
+
+        if config.image_features:
+            backbone_model = getattr(torchvision.models, config.vision_backbone)(
+                replace_stride_with_dilation=[False, False, config.replace_final_stride_with_dilation],
+                weights=config.pretrained_backbone_weights,
+                norm_layer=FrozenBatchNorm2d,
+            )
+            self.backbone = IntermediateLayerGetter(backbone_model, return_layers={"layer4": "feature_map"})
+            self.encoder_img_feat_input_proj = nn.Conv2d(backbone_model.fc.in_features, dim, kernel_size=1)
+            self.encoder_cam_feat_pos_embed = ACTSinusoidalPositionEmbedding2d(dim // 2)
+        if config.env_state_feature:
+            self.encoder_env_state_input_proj = nn.Linear(config.env_state_feature.shape[0], dim)
+            self.encoder_env_state_pos_embed = nn.Embedding(1, dim)
+
+        if config.rtc_max_delay > 0:
+            self.prefix_input_proj = nn.Linear(action_dim, dim)
+            self.prefix_pad_embed = nn.Embedding(1, dim)
+            self.prefix_pos_embed = nn.Embedding(config.rtc_max_delay, dim)
+
+        self.encoder = ACTEncoder(config)
+        self.decoder = ACTDecoder(config)
+        self.decoder_pos_embed = nn.Embedding(config.chunk_size, dim)
+        self.action_head = nn.Linear(dim, action_dim)
+
+        for p in chain(self.encoder.parameters(), self.decoder.parameters()):
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def encode_observation(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Runs the backbone once per camera. Returns tokens [S_obs, B, dim] and positions [S_obs, 1, dim]."""
+        tokens, positions = [], []
+        for key in self.config.image_features:
+            feature_map = self.backbone(batch[key])["feature_map"]  # [B, C, h, w]
+            position = self.encoder_cam_feat_pos_embed(feature_map).to(dtype=feature_map.dtype)
+            feature_map = self.encoder_img_feat_input_proj(feature_map)
+            tokens.append(einops.rearrange(feature_map, "b c h w -> (h w) b c"))
+            positions.append(einops.rearrange(position, "1 c h w -> (h w) 1 c"))
+        if self.config.env_state_feature:
+            tokens.append(self.encoder_env_state_input_proj(batch[OBS_ENV_STATE_KEY]).unsqueeze(0))
+            positions.append(self.encoder_env_state_pos_embed.weight.unsqueeze(1))
+        return torch.cat(tokens), torch.cat(positions)
+
+    def encode_latent(
+        self, targets: Tensor | None, targets_is_pad: Tensor | None, n_sequences: int
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """VAE latent token [1, N, dim] and its distribution (mu, log sigma^2), each [N, latent] or None.
+
+        With targets (training) the latent is sampled from the VAE encoder; without (inference, or
+        validation in eval mode) it is zero, as in ACT.
+        """
+        if targets is None or not self.training:
+            latent = torch.zeros(
+                n_sequences,
+                self.config.latent_dim,
+                dtype=self.encoder_latent_input_proj.weight.dtype,
+                device=self.encoder_latent_input_proj.weight.device,
+            )
+            return self.encoder_latent_input_proj(latent).unsqueeze(0), None, None
+        cls_embed = self.vae_encoder_cls_embed.weight.expand(n_sequences, 1, -1)  # [N, 1, dim]
+        vae_input = torch.cat([cls_embed, self.vae_encoder_action_input_proj(targets)], dim=1)
+        cls_is_pad = torch.zeros(n_sequences, 1, dtype=torch.bool, device=targets.device)
+        key_padding_mask = torch.cat([cls_is_pad, targets_is_pad], dim=1)  # [N, 1 + chunk]
+        cls_out = self.vae_encoder(
+            vae_input.transpose(0, 1), pos_embed=self.vae_encoder_pos_enc, key_padding_mask=key_padding_mask
+        )[0]
+        mu, log_sigma_x2 = self.vae_encoder_latent_output_proj(cls_out).chunk(2, dim=-1)
+        latent = mu + log_sigma_x2.div(2).exp() * torch.randn_like(mu)
+        return self.encoder_latent_input_proj(latent).unsqueeze(0), mu, log_sigma_x2
+
+    def encode_prefix(self, action_prefix: Tensor, delays: Tensor) -> Tensor:
+        """[N, rtc_max_delay, A] prefix and [N] delays -> [rtc_max_delay, N, dim] tokens."""
+        embedding = self.prefix_input_proj(action_prefix)
+        is_pad = torch.arange(self.config.rtc_max_delay, device=delays.device) >= delays.unsqueeze(1)
+        embedding = torch.where(is_pad.unsqueeze(-1), self.prefix_pad_embed.weight, embedding)
+        return embedding.transpose(0, 1)
+
+    def predict_from_observation(
+        self,
+        observation_tokens: Tensor,
+        observation_positions: Tensor,
+        action_prefix: Tensor,
+        delays: Tensor,
+        targets: Tensor | None = None,
+        targets_is_pad: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
+        """Transformer and head on N sequences whose observation tokens are already encoded.
+
+        observation_tokens: [S_obs, N, dim]; action_prefix: [N, rtc_max_delay, A]; delays: [N];
+        targets: [N, chunk, A] (VAE only). Returns actions [N, chunk, A] and (mu, log sigma^2).
+        """
+        n_sequences = delays.shape[0]
+        tokens, positions = [observation_tokens], [observation_positions]
+        mu = log_sigma_x2 = None
+        if self.config.use_vae:
+            latent_token, mu, log_sigma_x2 = self.encode_latent(targets, targets_is_pad, n_sequences)
+            tokens.append(latent_token)
+            positions.append(self.encoder_latent_pos_embed.weight.unsqueeze(1))
+        if self.config.rtc_max_delay > 0:
+            tokens.append(self.encode_prefix(action_prefix, delays))
+            positions.append(self.prefix_pos_embed.weight.unsqueeze(1))
+        encoder_positions = torch.cat(positions)  # [S, 1, dim]: shared by every sequence
+        encoder_out = self.encoder(torch.cat(tokens), pos_embed=encoder_positions)
+        decoder_in = torch.zeros(
+            self.config.chunk_size,
+            n_sequences,
+            self.config.dim_model,
+            dtype=encoder_out.dtype,
+            device=encoder_out.device,
+        )
+        decoder_out = self.decoder(
+            decoder_in,
+            encoder_out,
+            encoder_pos_embed=encoder_positions,
+            decoder_pos_embed=self.decoder_pos_embed.weight.unsqueeze(1),
+        )
+        return self.action_head(decoder_out.transpose(0, 1)), (mu, log_sigma_x2)
+
+    def forward(
+        self,
+        batch: dict[str, Tensor],
+        action_prefix: Tensor,
+        delays: Tensor,
+        targets: Tensor | None = None,
+        targets_is_pad: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
+        """One delay per sample: delays [B], action_prefix [B, rtc_max_delay, A] -> actions [B, chunk, A]."""
+        observation_tokens, observation_positions = self.encode_observation(batch)
+        return self.predict_from_observation(
+            observation_tokens, observation_positions, action_prefix, delays, targets, targets_is_pad
+        )
+
+
+def masked_l1(predicted: Tensor, targets: Tensor, targets_is_pad: Tensor, action_weight: Tensor) -> Tensor:
+    """L1 per chunk: [..., chunk, A] -> [...], padded targets counting as zero error (as in ACT)."""
+    error = F.l1_loss(predicted, targets, reduction="none") * action_weight
+    return (error * ~targets_is_pad.unsqueeze(-1)).mean(dim=(-2, -1))
+
+
+def kl_divergence(mu: Tensor, log_sigma_x2: Tensor) -> Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over the latent: [N, latent] -> [N]."""
+    return (-0.5 * (1 + log_sigma_x2 - mu.pow(2) - log_sigma_x2.exp())).sum(-1)
+
+
+class ACTRelativeRTCPolicy(PreTrainedPolicy):
+    """ACT relative-RTC: one random delay per training sample; prefix-conditioned chunks at inference."""
+
+    config_class = ACTRelativeRTCConfig
+    name = "act_relative_rtc"
+    model_class = ACTRelativeRTC
+
+    def __init__(self, config: ACTRelativeRTCConfig, dataset_meta=None, **kwargs):
+        """`dataset_meta` (a LeRobotDatasetMetadata) is given by `make_policy` when training: it provides the
+        relative-action statistics and the action names for `action_loss_weights`."""
+        super().__init__(config)
+        config.validate_features()
+        self.config = config
+        self.model = self.model_class(config)
+        action_dim = config.action_feature.shape[0]
+        if config.use_relative_actions:
+            self.relative_action_normalizer = RelativeActionNormalizer(action_dim)
+        self.register_buffer("action_loss_weight", torch.ones(action_dim))
+        # A checkpoint restores the statistics and weights: only a fresh training run derives them.
+        if dataset_meta is not None and config.pretrained_path is None:
+            self._init_from_dataset(dataset_meta)
+        if config.temporal_ensemble_coeff is not None:
+            self.temporal_ensembler = ACTTemporalEnsembler(config.temporal_ensemble_coeff, config.chunk_size)
+        self.reset()
+
+    def _init_from_dataset(self, dataset_meta) -> None:
+        if self.config.action_loss_weights:
+            self.action_loss_weight.copy_(
+                action_weights_from_names(self.config.action_loss_weights, dataset_meta.features[ACTION_KEY])
+            )
+        if self.config.use_relative_actions:
+            episode_index, state, action = read_state_and_action_columns(
+                dataset_meta.root, OBS_STATE_KEY, ACTION_KEY
+            )
+            mean, std = compute_relative_action_stats(
+                episode_index, state, action, self.config.action_delta_indices
+            )
+            self.relative_action_normalizer.set_stats(mean, std)
+
+    def get_optim_params(self) -> list[dict]:
+        backbone, rest = [], []
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                (backbone if name.startswith("model.backbone") else rest).append(param)
+        return [{"params": rest}, {"params": backbone, "lr": self.config.optimizer_lr_backbone}]
+
+    def reset(self) -> None:
+        """Call whenever the environment is reset."""
+        if self.config.temporal_ensemble_coeff is not None:
+            self.temporal_ensembler.reset()
+        self._action_queue: deque[Tensor] = deque()
+
+    # ---- action spaces -------------------------------------------------------------------------------
+    def to_model_space(self, actions: Tensor, state: Tensor) -> Tensor:
+        """Absolute actions [B, T, A] (as the preprocessor outputs them) -> the space the model predicts in."""
+        if not self.config.use_relative_actions:
+            return actions
+        self.relative_action_normalizer.check_stats()
+        return self.relative_action_normalizer.normalize(actions, state)
+
+    def to_action_space(self, model_actions: Tensor, state: Tensor) -> Tensor:
+        """Inverse of `to_model_space`: model outputs [B, T, A] -> absolute actions for the postprocessor."""
+        if not self.config.use_relative_actions:
+            return model_actions
+        return self.relative_action_normalizer.unnormalize(model_actions, state)
+
+    def _training_window(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The action window in model space [B, W, A] and its padding mask [B, W]."""
+        window = batch[ACTION_KEY]
+        expected = self.config.action_window_size
+        if window.ndim != 3 or window.shape[1] != expected:
+            raise ValueError(
+                f"'{ACTION_KEY}' must be a window of rtc_max_delay + chunk_size = {expected} actions per sample "
+                f"([batch, {expected}, action_dim]), got shape {tuple(window.shape)}. Load the dataset with "
+                f"`delta_timestamps` from this config's `action_delta_indices` (a dataset cached with another "
+                f"chunk_size or rtc_max_delay returns other windows)."
+            )
+        window_is_pad = batch.get(ACTION_IS_PAD_KEY)
+        if window_is_pad is None:
+            window_is_pad = torch.zeros(window.shape[:2], dtype=torch.bool, device=window.device)
+        return self.to_model_space(window, batch.get(OBS_STATE_KEY)), window_is_pad
+
+    # ---- training ------------------------------------------------------------------------------------
+    def forward(
+        self, batch: dict[str, Tensor], reduction: str = "mean", delays: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Training loss with one delay per sample, drawn uniformly from 0..rtc_max_delay unless `delays`
+        ([B] ints) fixes them. `reduction="none"` returns the per-sample loss [B]."""
+        window, window_is_pad = self._training_window(batch)
+        batch_size = window.shape[0]
+        if delays is None:
+            delays = torch.randint(0, self.config.n_delays, (batch_size,), device=window.device)
+        sample = torch.arange(batch_size, device=window.device)
+        targets = delay_windows(window, self.config.chunk_size)[sample, delays]  # [B, chunk, A]
+        targets_is_pad = delay_windows(window_is_pad, self.config.chunk_size)[sample, delays]  # [B, chunk]
+        action_prefix = window[:, : self.config.rtc_max_delay]
+        predicted, (mu, log_sigma_x2) = self.model(batch, action_prefix, delays, targets, targets_is_pad)
+
+        l1_per_sample = masked_l1(predicted, targets, targets_is_pad, self.action_loss_weight)
+        loss_dict = {"l1_loss": l1_per_sample.mean().item()}
+        per_sample = l1_per_sample
+        if mu is not None:
+            kld_per_sample = kl_divergence(mu, log_sigma_x2)
+            loss_dict["kld_loss"] = kld_per_sample.mean().item()
+            per_sample = per_sample + self.config.kl_weight * kld_per_sample
+        return reduce_loss(per_sample, reduction), loss_dict
+
+    # ---- inference -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_action_chunk(
+        self, batch: dict[str, Tensor], delay: int = 0, action_prefix: Tensor | None = None
+    ) -> Tensor:
+        """Predicts the `chunk_size` actions that follow an action prefix. Returns [B, chunk_size, A] absolute
+        actions, in the space the postprocessor expects.
+
+        Args:
+            delay: number of actions that execute while this inference runs (0..rtc_max_delay).
+            action_prefix: those actions, absolute, [B, delay, A]. Required iff delay > 0.
+        """
+        self.eval()
+        state = batch.get(OBS_STATE_KEY)
+        batch_size = next(
+            batch[k].shape[0] for k in (*self.config.image_features, OBS_ENV_STATE_KEY) if k in batch
+        )
+        model_prefix = self._inference_prefix(delay, action_prefix, state, batch_size)
+        delays = torch.full((batch_size,), delay, dtype=torch.long, device=model_prefix.device)
+        predicted = self.model(batch, model_prefix, delays)[0]
+        return self.to_action_space(predicted, state)
+
+    def _inference_prefix(
+        self, delay: int, action_prefix: Tensor | None, state: Tensor | None, batch_size: int
+    ) -> Tensor:
+        """Checks the prefix and returns it in model space, zero-padded to [B, rtc_max_delay, A]."""
+        max_delay = self.config.rtc_max_delay
+        if not 0 <= delay <= max_delay:
+            raise ValueError(
+                f"delay={delay} is outside the delays this policy was trained on (0..rtc_max_delay={max_delay})."
+            )
+        prefix_length = 0 if action_prefix is None else action_prefix.shape[1]
+        if action_prefix is not None and delay == 0 and prefix_length > 0:
+            raise ValueError(
+                f"An action_prefix of {prefix_length} actions was given with delay=0: pass delay={prefix_length} "
+                f"(the number of actions that execute while inference runs)."
+            )
+        if delay > 0 and (action_prefix is None or prefix_length != delay):
+            raise ValueError(
+                f"delay={delay} needs an action_prefix of shape [batch, {delay}, action_dim] (the absolute actions "
+                f"that execute while inference runs), got "
+                f"{None if action_prefix is None else tuple(action_prefix.shape)}."
+            )
+        weight = self.model.action_head.weight
+        action_dim = weight.shape[0]
+        padded = torch.zeros(batch_size, max_delay, action_dim, dtype=weight.dtype, device=weight.device)
+        if delay > 0:
+            padded[:, :delay] = self.to_model_space(action_prefix.to(padded), state)
+        elif self.config.use_relative_actions:
+            self.relative_action_normalizer.check_stats()
+        return padded
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Tensor]) -> Tensor:
+        """One action per call, emulating an inference delay of `rtc_inference_delay` control steps.
+
+        Each chunk contributes `n_action_steps` actions. A new chunk is requested, from the current
+        observation, when exactly `delay` of them remain: those keep executing (in "prefix" mode they are
+        the new chunk's prefix; in "discard" mode the new chunk's first `delay` actions are dropped
+        instead). The first chunk of an episode has no predecessor and uses delay 0.
+        """
+        self.eval()
+        if self.config.temporal_ensemble_coeff is not None:
+            return self.temporal_ensembler.update(self.predict_action_chunk(batch))
+        delay = self.config.rtc_inference_delay
+        n_steps = self.config.n_action_steps
+        if not self._action_queue:
+            chunk = self.predict_action_chunk(batch)[:, :n_steps]
+            self._action_queue.extend(chunk.transpose(0, 1))
+        elif len(self._action_queue) == delay:
+            committed = torch.stack(list(self._action_queue), dim=1)  # [B, delay, A]
+            if self.config.rtc_inference_mode == "prefix":
+                chunk = self.predict_action_chunk(batch, delay=delay, action_prefix=committed)[:, :n_steps]
+            else:
+                chunk = self.predict_action_chunk(batch)[:, delay : delay + n_steps]
+            self._action_queue.extend(chunk.transpose(0, 1))
+        return self._action_queue.popleft()
+
+
+def reduce_loss(per_sample: Tensor, reduction: str) -> Tensor:
+    if reduction == "none":
+        return per_sample
+    if reduction == "mean":
+        return per_sample.mean()
+    raise ValueError(f"reduction must be 'mean' or 'none', got '{reduction}'.")
+
+
+def action_weights_from_names(weights_by_name: dict[str, float], action_feature: dict) -> Tensor:
+    """Per-dimension L1 weights [A] from `{action_name: weight}`, names taken from the dataset's features."""
+    names = action_feature.get("names")
+    if isinstance(names, dict):  # older datasets: {"motors": [...]}
+        names = next(iter(names.values()))
+    dim = action_feature["shape"][0]
+    if not names or len(names) != dim:
+        raise ValueError(
+            f"`action_loss_weights` needs the dataset's action feature names, but the action feature has "
+            f"names={names!r} for {dim} dimensions. Record the dataset with named actions or drop "
+            f"`action_loss_weights`."
+        )
+    unknown = sorted(set(weights_by_name) - set(names))
+    if unknown:
+        raise ValueError(
+            f"`action_loss_weights` names {unknown} are not action names of the dataset: {names}."
+        )
+    logging.info("Action loss weights: %s", weights_by_name)
+    return torch.tensor([float(weights_by_name.get(name, 1.0)) for name in names])

@@ -1,0 +1,131 @@
+"""Relative actions: `action - observation.state[t]`, normalized with statistics of the training windows."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+# Frames per block when accumulating the statistics: bounds memory to block * window * action_dim floats.
+_STATS_BLOCK_FRAMES = 8192
+# A joint that never moves relative to the state would give std 0 and divide by zero.
+_MIN_STD = 1e-6
+
+
+class RelativeActionNormalizer(nn.Module):
+    """Maps absolute actions to normalized relative actions and back.
+
+    The statistics are buffers, so they travel in `model.safetensors` with the weights. They start as NaN:
+    a policy that was neither trained from a dataset nor loaded from a checkpoint refuses to predict.
+    """
+
+    def __init__(self, action_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.full((action_dim,), float("nan")))
+        self.register_buffer("std", torch.full((action_dim,), float("nan")))
+
+    def set_stats(self, mean: Tensor, std: Tensor) -> None:
+        expected = tuple(self.mean.shape)
+        for name, value in (("mean", mean), ("std", std)):
+            if tuple(value.shape) != expected:
+                raise ValueError(
+                    f"Relative-action {name} has shape {tuple(value.shape)}, but the action has "
+                    f"{expected[0]} dimensions: expected shape {expected}. The statistics must come from a "
+                    f"dataset with the same action space as the policy."
+                )
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp_min(_MIN_STD))
+
+    def check_stats(self) -> None:
+        if not (torch.isfinite(self.mean).all() and torch.isfinite(self.std).all()):
+            raise RuntimeError(
+                "The relative-action statistics are missing (NaN). They are computed when training starts "
+                "from a dataset (`make_policy(cfg, ds_meta=...)` or `Policy(config, dataset_meta=...)`) and "
+                "restored by `from_pretrained`. Load a trained checkpoint, or pass the dataset metadata."
+            )
+
+    def normalize(self, actions: Tensor, state: Tensor) -> Tensor:
+        """[B, T, A] absolute actions, [B, A] state -> [B, T, A] normalized relative actions."""
+        return (actions - state.unsqueeze(1) - self.mean) / self.std
+
+    def unnormalize(self, relative_actions: Tensor, state: Tensor) -> Tensor:
+        """[B, T, A] normalized relative actions, [B, A] state -> [B, T, A] absolute actions."""
+        return relative_actions * self.std + self.mean + state.unsqueeze(1)
+
+
+def _read_column(table: pa.Table, name: str) -> np.ndarray:
+    column = table.column(name).combine_chunks()
+    if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(len(table), -1)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def read_state_and_action_columns(
+    dataset_root: str | Path, state_key: str, action_key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reads (episode_index, state, action) of every frame from the dataset's parquet files.
+
+    Only these columns are read: no image or video frame is decoded.
+    """
+    files = sorted((Path(dataset_root) / "data").glob("**/*.parquet"))
+    if not files:
+        raise FileNotFoundError(
+            f"No parquet data files under {Path(dataset_root) / 'data'}: cannot compute relative-action "
+            f"statistics. Is the dataset fully downloaded?"
+        )
+    tables = [pq.read_table(f, columns=["index", "episode_index", state_key, action_key]) for f in files]
+    table = pa.concat_tables(tables).sort_by("index")
+    return (
+        _read_column(table, "episode_index"),
+        _read_column(table, state_key).astype(np.float64),
+        _read_column(table, action_key).astype(np.float64),
+    )
+
+
+def compute_relative_action_stats(
+    episode_index: np.ndarray, state: np.ndarray, action: np.ndarray, action_offsets: list[int]
+) -> tuple[Tensor, Tensor]:
+    """Mean and std per action dimension of `action[t + k] - state[t]` over every training window.
+
+    The windows are the ones LeRobot's dataset returns for `delta_timestamps`: offsets `k` in
+    `action_offsets`, indices clamped to the frame's episode (padding repeats the episode's first or last
+    action), so the statistics cover exactly the (state, window) pairs training sees.
+
+    Args:
+        episode_index: [N] episode of each frame, frames ordered by dataset index.
+        state: [N, A] states. action: [N, A] actions.
+        action_offsets: the policy's `action_delta_indices`.
+    """
+    n_frames = len(episode_index)
+    frame = np.arange(n_frames)
+    episode_starts = np.flatnonzero(np.r_[True, episode_index[1:] != episode_index[:-1]])
+    episode_ends = np.r_[episode_starts[1:], n_frames]
+    episode_of_frame = np.repeat(np.arange(len(episode_starts)), episode_ends - episode_starts)
+    first = episode_starts[episode_of_frame][:, None]  # [N, 1]
+    last = episode_ends[episode_of_frame][:, None] - 1  # [N, 1]
+    offsets = np.asarray(action_offsets)[None, :]  # [1, W]
+
+    total = np.zeros(action.shape[1])
+    total_sq = np.zeros(action.shape[1])
+    count = 0
+    for start in tqdm(range(0, n_frames, _STATS_BLOCK_FRAMES), desc="Relative-action stats", unit="block"):
+        block = slice(start, start + _STATS_BLOCK_FRAMES)
+        window_index = np.clip(frame[block, None] + offsets, first[block], last[block])  # [n, W]
+        relative = action[window_index] - state[block, None, :]  # [n, W, A]
+        total += relative.sum(axis=(0, 1))
+        total_sq += np.square(relative).sum(axis=(0, 1))
+        count += relative.shape[0] * relative.shape[1]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    logging.info(
+        "Relative-action statistics from %d frames x %d window actions: mean=%s std=%s",
+        n_frames,
+        offsets.shape[1],
+        np.array2string(mean, precision=4),
+        np.array2string(std, precision=4),
+    )
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
