@@ -171,18 +171,15 @@ class ACTRelativeRTC(nn.Module):
             positions.append(self.prefix_pos_embed.weight.unsqueeze(1))
         encoder_positions = torch.cat(positions)  # [S, 1, dim]: shared by every sequence
         encoder_out = self.encoder(torch.cat(tokens), pos_embed=encoder_positions)
-        decoder_in = torch.zeros(
-            self.config.chunk_size,
-            n_sequences,
-            self.config.dim_model,
-            dtype=encoder_out.dtype,
-            device=encoder_out.device,
-        )
+        # The queries start from their learned positions rather than ACT's zeros: with a zero input the first
+        # decoder layer's self-attention never receives a gradient (dead weights, and a DDP hazard).
+        query_positions = self.decoder_pos_embed.weight.unsqueeze(1)  # [chunk, 1, dim]
+        decoder_in = query_positions.expand(-1, n_sequences, -1)  # [chunk, N, dim], a view
         decoder_out = self.decoder(
             decoder_in,
             encoder_out,
             encoder_pos_embed=encoder_positions,
-            decoder_pos_embed=self.decoder_pos_embed.weight.unsqueeze(1),
+            decoder_pos_embed=query_positions,
         )
         return self.action_head(decoder_out.transpose(0, 1)), (mu, log_sigma_x2)
 
