@@ -63,8 +63,12 @@ DEFAULTS = {
     "cuda": Settings("resnet34", 224, 32, 8, 3, 512, 3200, 4, warmup=5, steps=30),
     "cpu": Settings("resnet18", 96, 8, 8, 3, 256, 1024, 4, warmup=2, steps=6),
 }
-SWEEP = {"rtc_max_delay": (1, 3, 7), "batch_size": (8, 32), "backbone": ("resnet18", "resnet34"),
-         "image_size": (96, 224)}  # fmt: skip
+SWEEP = {
+    "rtc_max_delay": (1, 3, 7),
+    "batch_size": (8, 32),
+    "backbone": ("resnet18", "resnet34"),
+    "image_size": (96, 224),
+}
 
 
 @dataclass
@@ -127,8 +131,8 @@ def train_step(variant: Variant) -> None:
 
 
 class Clock:
-    """Timestamps cheap enough to take inside a step, read after it. On a GPU they are CUDA events, because
-    the host runs ahead of the kernels; on CPU an op has finished when it returns, so perf_counter is exact."""
+    """Timestamps cheap enough to take inside a step, read after it. On a GPU they are CUDA events, as the
+    host runs ahead of the kernels; on CPU an op has finished when it returns, so perf_counter is exact."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
@@ -148,3 +152,290 @@ class Clock:
         return start.elapsed_time(end) if self.cuda else (end - start) * 1e3
 
 
+class StageTimer:
+    """Pre-hook/hook pairs on the backbone, encoder and decoder; `pop_ms` sums each stage's calls."""
+
+    def __init__(self, model: nn.Module, clock: Clock):
+        self.clock = clock
+        self.marks: dict[str, list] = {stage: [] for stage in STAGES}
+        self.handles = []
+        for stage in STAGES:
+            module = getattr(model, stage)
+            self.handles.append(module.register_forward_pre_hook(partial(self._mark, stage)))
+            self.handles.append(module.register_forward_hook(partial(self._mark, stage)))
+
+    def _mark(self, stage: str, *_) -> None:
+        self.marks[stage].append(self.clock.mark())
+
+    def pop_ms(self) -> dict[str, float]:
+        times = {f"{stage}_ms": sum(map(self.clock.ms, m[::2], m[1::2])) for stage, m in self.marks.items()}
+        for marks in self.marks.values():
+            marks.clear()
+        return times
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def time_interleaved(variants: list[Variant], settings: Settings, clock: Clock) -> dict[str, dict]:
+    """Per variant: the median over the measured steps of the step, forward, backward and stage times."""
+    timers = {v.name: StageTimer(v.policy.model, clock) for v in variants}
+    samples: dict[str, list[dict[str, float]]] = {v.name: [] for v in variants}
+    for step in range(settings.warmup + settings.steps):
+        # Rotating the order keeps any after-effect of one variant from always landing on the same other.
+        shift = step % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            variant.policy.zero_grad(set_to_none=True)
+            clock.sync()
+            start = clock.mark()
+            loss, _ = variant.policy.forward(variant.batch)
+            forward_end = clock.mark()
+            loss.backward()
+            end = clock.mark()
+            clock.sync()
+            stages = timers[variant.name].pop_ms()
+            if step < settings.warmup:
+                continue
+            sample = {"step_ms": clock.ms(start, end), "forward_ms": clock.ms(start, forward_end), **stages}
+            sample["rest_ms"] = sample["forward_ms"] - sum(stages.values())
+            sample["backward_ms"] = sample["step_ms"] - sample["forward_ms"]
+            samples[variant.name].append(sample)
+    for timer in timers.values():
+        timer.remove()
+    medians = {}
+    for name, rows in samples.items():
+        medians[name] = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+        medians[name]["step_ms_samples"] = [row["step_ms"] for row in rows]
+    return medians
+
+
+def cuda_memory(variant: Variant) -> dict[str, float]:
+    """Step peak above the resident allocation, and what the backbone keeps alive for the backward pass."""
+    backbone_bytes: list[int] = []
+    backbone = variant.policy.model.backbone
+    handles = [
+        backbone.register_forward_pre_hook(lambda *_: backbone_bytes.append(-torch.cuda.memory_allocated())),
+        backbone.register_forward_hook(lambda *_: backbone_bytes.append(torch.cuda.memory_allocated())),
+    ]
+    variant.policy.zero_grad(set_to_none=True)
+    gc.collect()
+    torch.cuda.synchronize()
+    resident = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    train_step(variant)
+    torch.cuda.synchronize()
+    for handle in handles:
+        handle.remove()
+    return {
+        "peak_step_memory_mb": (torch.cuda.max_memory_allocated() - resident) / MB,
+        "backbone_activations_mb": sum(backbone_bytes) / MB,
+    }
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _cpu_step_peak_mb(name: str, settings: Settings) -> float:
+    variant = build_variant(name, settings, torch.device("cpu"))
+    before = _rss_bytes()
+    for _ in range(2):
+        train_step(variant)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / MB  # ru_maxrss is KiB
+
+
+def cpu_memory(name: str, settings: Settings) -> dict[str, float | None]:
+    """A process's peak RSS never goes down, so each variant is measured in a fresh process of its own."""
+    peak = None
+    if sys.platform.startswith("linux"):
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            peak = pool.apply(_cpu_step_peak_mb, (name, settings))
+    return {"peak_step_memory_mb": peak, "backbone_activations_mb": None}
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return None if numerator is None or not denominator else numerator / denominator
+
+
+def benchmark_point(settings: Settings, names: list[str], device: torch.device, measure_memory: bool) -> dict:
+    variants = [build_variant(name, settings, device) for name in names]
+    results = time_interleaved(variants, settings, Clock(device))
+    for variant in variants:
+        row = results[variant.name]
+        row["targets_per_step"] = variant.targets_per_step
+        row["targets_per_s"] = variant.targets_per_step / (row["step_ms"] / 1e3)
+        for key in (*STAGES, "rest"):
+            row[f"{key}_pct"] = 100 * row[f"{key}_ms"] / row["forward_ms"]
+        row["peak_step_memory_mb"] = row["backbone_activations_mb"] = None
+        if measure_memory:
+            row |= cuda_memory(variant) if device.type == "cuda" else cpu_memory(variant.name, settings)
+    del variants
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    on, off, act = results[ON], results[OFF], results.get(ACT)
+    extra_mb = None
+    if on["peak_step_memory_mb"] is not None and off["peak_step_memory_mb"] is not None:
+        extra_mb = on["peak_step_memory_mb"] - off["peak_step_memory_mb"]
+    headline = {
+        "time_ratio_on_off": on["step_ms"] / off["step_ms"],
+        "time_ratio_act_off": _ratio(act and act["step_ms"], off["step_ms"]),
+        "targets_per_s_ratio_on_off": on["targets_per_s"] / off["targets_per_s"],
+        "extra_memory_on_vs_off_mb": extra_mb,
+        # The all-delays design promises no image-sized extra memory: this fraction should stay well below 1.
+        "extra_memory_over_backbone_activations": _ratio(extra_mb, off["backbone_activations_mb"]),
+    }
+    return {"settings": asdict(settings), "variants": results, "headline": headline}
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(r) + " |" for r in rows
+    ]
+
+
+def render_markdown(report: dict) -> str:
+    env, base = report["environment"], report["points"][0]
+    variants, headline = base["variants"], base["headline"]
+    off = variants[OFF]
+    lines = [
+        f"Device: {env['device']} | torch {env['torch']} | lerobot {env['lerobot']}",
+        "Configuration: " + ", ".join(f"{k}={v}" for k, v in base["settings"].items()),
+        "",
+    ]
+    header = [
+        "variant",
+        "step ms (median)",
+        "vs off",
+        "targets/step",
+        "targets/s",
+        "peak step MB",
+        "extra MB vs off",
+    ]
+    rows = []
+    for name, row in variants.items():
+        peak, off_peak = row["peak_step_memory_mb"], off["peak_step_memory_mb"]
+        rows.append(
+            [
+                name,
+                f"{row['step_ms']:.1f}",
+                f"{row['step_ms'] / off['step_ms']:.2f}x",
+                str(row["targets_per_step"]),
+                f"{row['targets_per_s']:.0f}",
+                _fmt(peak),
+                _fmt(None if peak is None else peak - off_peak, "+.1f"),
+            ]
+        )
+    lines += _table(header, rows) + ["", f"Memory: {report['memory_meaning']}", ""]
+    header = ["variant", "forward ms", *STAGES, "rest", "backward ms"]
+    rows = [
+        [name, f"{row['forward_ms']:.1f}"]
+        + [f"{row[f'{k}_ms']:.1f} ms ({row[f'{k}_pct']:.1f}%)" for k in (*STAGES, "rest")]
+        + [f"{row['backward_ms']:.1f}"]
+        for name, row in variants.items()
+    ]
+    lines += _table(header, rows)
+    lines += [
+        "",
+        f"Headline: step time on/off {headline['time_ratio_on_off']:.2f}x; supervised targets/s on/off "
+        f"{headline['targets_per_s_ratio_on_off']:.2f}x; extra memory on vs off "
+        f"{_fmt(headline['extra_memory_on_vs_off_mb'], '+.1f')} MB "
+        f"({_fmt(headline['extra_memory_over_backbone_activations'], '.2f')} x the backbone's activations).",
+    ]
+    if len(report["points"]) > 1:
+        header = [
+            "backbone",
+            "px",
+            "batch",
+            "rtc_max_delay",
+            "on/off time",
+            "ACT/off time",
+            "targets/s on/off",
+            "extra MB on vs off",
+        ]
+        rows = []
+        for point in report["points"]:
+            s, h = point["settings"], point["headline"]
+            rows.append(
+                [
+                    s["backbone"],
+                    str(s["image_size"]),
+                    str(s["batch_size"]),
+                    str(s["rtc_max_delay"]),
+                    f"{h['time_ratio_on_off']:.2f}x",
+                    _fmt(h["time_ratio_act_off"], ".2f") + "x",
+                    f"{h['targets_per_s_ratio_on_off']:.2f}x",
+                    _fmt(h["extra_memory_on_vs_off_mb"], "+.1f"),
+                ]
+            )
+        lines += ["", "Sweep (one factor at a time around the configuration above):", ""] + _table(
+            header, rows
+        )
+    return "\n".join(lines)
+
+
+def sweep_points(base: Settings) -> list[Settings]:
+    """The base configuration, then each sweep value that differs from it, one factor at a time."""
+    points = [base]
+    for name, values in SWEEP.items():
+        points += [replace(base, **{name: value}) for value in values if value != getattr(base, name)]
+    return points
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sweep", action="store_true", help="vary one factor at a time around the base")
+    parser.add_argument("--no-act", action="store_true", help="skip LeRobot's ACT")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument(
+        "--json", type=Path, default=Path("benchmark.json"), help="where to write the results"
+    )
+    for field in fields(Settings):
+        # n_layers sets both the encoder's and the decoder's depth.
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=field.type, help="default: per device")
+    args = parser.parse_args(argv)
+    if torch.device(args.device).type not in DEFAULTS:
+        parser.error(f"--device must be a CUDA device or cpu, got '{args.device}'.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # the allocator statistics read the current device
+    overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name) is not None}
+    base = replace(DEFAULTS[device.type], **overrides)
+    names = [ON, OFF] if args.no_act else [ON, OFF, ACT]
+    points = sweep_points(base) if args.sweep else [base]
+    results = []
+    for index, settings in enumerate(points, 1):
+        print(f"[{index}/{len(points)}] {settings}", file=sys.stderr, flush=True)
+        results.append(benchmark_point(settings, names, device, measure_memory=not args.no_memory))
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        cpu = platform.processor() or platform.machine()
+        device_name = f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
+    report = {
+        "environment": {"device": device_name, "torch": torch.__version__, "lerobot": version("lerobot")},
+        "memory_meaning": MEMORY_MEANING[device.type],
+        "points": results,
+    }
+    print(render_markdown(report))
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"\nWrote {args.json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -109,7 +109,9 @@ def test_vae_encodes_each_delays_targets_and_kl_averages_over_all_virtual_sample
     mu, log_sigma_x2 = latent_params[0].chunk(2, dim=-1)
     expected_kld = (-0.5 * (1 + log_sigma_x2 - mu.pow(2) - log_sigma_x2.exp())).sum(-1).mean()
     assert loss_dict["kld_loss"] == pytest.approx(expected_kld.item(), rel=1e-5)
-    assert loss.item() == pytest.approx(loss_dict["l1_loss"] + policy.config.kl_weight * expected_kld.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(
+        loss_dict["l1_loss"] + policy.config.kl_weight * expected_kld.item(), rel=1e-5
+    )
 
 
 def test_reduction_none_returns_each_samples_loss_over_its_delays():
@@ -151,7 +153,9 @@ def test_gradients_through_the_expanded_path_match_finite_differences():
     policy = ACTRelativeRTCAllDelaysPolicy(config).double()
     set_unit_stats(policy)
     policy.train()
-    batch = {k: v.double() if v.is_floating_point() else v for k, v in make_batch(config, batch_size=2).items()}
+    batch = {
+        k: v.double() if v.is_floating_point() else v for k, v in make_batch(config, batch_size=2).items()
+    }
 
     def loss_of(env_state, window):
         return policy.forward({**batch, "observation.environment_state": env_state, "action": window})[0]

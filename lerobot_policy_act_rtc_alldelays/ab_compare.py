@@ -1,0 +1,365 @@
+"""A/B training comparison: all-delays RTC training on vs off, optionally against LeRobot's ACT.
+
+Every variant trains on the same local dataset with the same seed (so the same initial weights for on and
+off, and the same data order for all), the same batch size and the same number of steps. The last episodes
+are held out whole; every `--eval-every` steps the held-out L1 is measured at every delay 0..rtc_max_delay.
+The summary compares on and off at equal steps (the last step) and at equal wall-clock training time, and
+repeats everything over several seeds: a difference smaller than the spread over seeds counts as none.
+
+How to read the numbers:
+- The VAE is off (`use_vae=False`) so the loss is exactly the L1 and the held-out L1 is deterministic.
+- The held-out L1 is in the policy's normalized relative-action space. LeRobot's ACT (`--with-act`) predicts
+  normalized absolute actions: its L1 is on another scale and only reported in its own column.
+- Training time excludes evaluation and includes data loading, which costs every variant the same.
+- Normalization statistics come from the whole dataset, as lerobot-train computes them, for every variant.
+"""
+
+import argparse
+import csv
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.datasets.factory import resolve_delta_timestamps
+from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+from lerobot.policies.act.configuration_act import ACTConfig
+from lerobot.policies.factory import make_policy, make_pre_post_processors
+from lerobot.processor import NormalizerProcessorStep
+from tqdm import tqdm
+
+from .configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
+from .image_resize import PadToSquareResizeProcessorStep
+from .synthetic_dataset import make_synthetic_dataset
+
+RTC_VARIANTS = {"off": False, "on": True}  # variant name -> rtc_train_all_delays
+EVAL_BATCH_SIZE = 64  # only speeds evaluation up: the held-out mean is weighted by batch size
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset-root", type=Path, help="local LeRobotDataset; default: a synthetic one")
+    data.add_argument("--repo-id", default="local/act_rtc_synthetic")
+    data.add_argument("--synthetic-episodes", type=int, default=24)
+    data.add_argument("--synthetic-episode-length", type=int, default=80)
+    data.add_argument("--holdout-episodes", type=int, default=4, help="the last N episodes are held out")
+    run = parser.add_argument_group("training")
+    run.add_argument("--steps", type=int, default=800)
+    run.add_argument("--eval-every", type=int, default=50)
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run.add_argument("--with-act", action="store_true", help="also train LeRobot's ACT (own loss scale)")
+    run.add_argument("--num-workers", type=int, default=0)
+    run.add_argument("--output-dir", type=Path, default=Path("ab_compare_out"))
+    model = parser.add_argument_group("model (shared by every variant)")
+    model.add_argument("--dim-model", type=int, default=128)
+    model.add_argument("--n-layers", type=int, default=2, help="encoder layers (the decoder has one, as ACT)")
+    model.add_argument("--image-size", type=int, default=64, help="images are padded square and resized")
+    model.add_argument("--chunk-size", type=int, default=8)
+    model.add_argument("--rtc-max-delay", type=int, default=3)
+    model.add_argument("--lr", type=float, default=1e-4, help="for the transformer and the backbone")
+    return parser.parse_args(argv)
+
+
+def policy_config(variant: str, args: argparse.Namespace) -> PreTrainedConfig:
+    shared = dict(
+        device="cpu",
+        push_to_hub=False,
+        pretrained_backbone_weights=None,
+        chunk_size=args.chunk_size,
+        n_action_steps=args.chunk_size,
+        dim_model=args.dim_model,
+        dim_feedforward=4 * args.dim_model,
+        n_encoder_layers=args.n_layers,
+        n_decoder_layers=1,
+        use_vae=False,
+        optimizer_lr=args.lr,
+        optimizer_lr_backbone=args.lr,
+    )
+    if variant == "act":
+        return ACTConfig(**shared)
+    return ACTRelativeRTCAllDelaysConfig(
+        **shared,
+        rtc_max_delay=args.rtc_max_delay,
+        rtc_train_all_delays=RTC_VARIANTS[variant],
+        downscale_img_square=args.image_size,
+    )
+
+
+def prepare_data(cfg: PreTrainedConfig, args: argparse.Namespace, meta: LeRobotDatasetMetadata, root: Path):
+    """Training set, preprocessor and the preprocessed held-out batches (decoded once, reused every eval)."""
+    pre, _ = make_pre_post_processors(cfg, dataset_stats=meta.stats)
+    if isinstance(cfg, ACTConfig):
+        # ACT has no resize step of its own: give it the same pixels as the RTC variants see.
+        normalizer = next(i for i, s in enumerate(pre.steps) if isinstance(s, NormalizerProcessorStep))
+        pre.steps.insert(normalizer, PadToSquareResizeProcessorStep(list(cfg.image_features), args.image_size))
+    n_train = meta.total_episodes - args.holdout_episodes
+    delta = resolve_delta_timestamps(cfg, meta)
+
+    def load(episodes: list[int]) -> LeRobotDataset:
+        return LeRobotDataset(args.repo_id, root=root, episodes=episodes, delta_timestamps=delta)
+
+    holdout = load(list(range(n_train, meta.total_episodes)))
+    loader = torch.utils.data.DataLoader(holdout, batch_size=EVAL_BATCH_SIZE, num_workers=args.num_workers)
+    return load(list(range(n_train))), pre, [pre(batch) for batch in loader]
+
+
+@torch.no_grad()
+def heldout_l1(policy, batches: list[dict], delays: list[int] | None) -> list[float]:
+    """Held-out L1 per delay (`delays=None`: ACT, one value), averaged over samples."""
+    policy.eval()
+    totals = np.zeros(1 if delays is None else len(delays))
+    n_samples = 0
+    for batch in batches:
+        size = batch["action"].shape[0]
+        n_samples += size
+        if delays is None:
+            totals[0] += policy.forward(batch)[1]["l1_loss"] * size
+            continue
+        for i, delay in enumerate(delays):
+            fixed = torch.full((size,), delay, dtype=torch.long)
+            totals[i] += policy.forward(batch, delays=fixed)[1]["l1_loss"] * size
+    policy.train()
+    return (totals / n_samples).tolist()
+
+
+def forever(loader: torch.utils.data.DataLoader) -> Iterator[dict]:
+    while True:
+        yield from loader
+
+
+def train_variant(variant: str, seed: int, args, meta, root: Path, data_cache: dict) -> list[dict]:
+    """Trains one variant from scratch; returns one CSV row per evaluation (step 0 included)."""
+    cfg = policy_config(variant, args)
+    # Seeding right before creation gives on and off the same initial weights.
+    torch.manual_seed(seed)
+    policy = make_policy(cfg, ds_meta=meta)
+    kind = "act" if variant == "act" else "rtc"
+    if kind not in data_cache:
+        data_cache[kind] = prepare_data(cfg, args, meta, root)
+    train_set, pre, holdout = data_cache[kind]
+    delays = None if kind == "act" else list(range(cfg.n_delays))
+    optimizer_cfg = cfg.get_optimizer_preset()
+    optimizer = optimizer_cfg.build(policy.get_optim_params())
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.num_workers,
+        generator=torch.Generator().manual_seed(seed),  # the same data order for every variant
+    )
+    batches = forever(loader)
+    rows, seconds, losses = [], 0.0, []
+
+    def record(step: int) -> None:
+        l1 = heldout_l1(policy, holdout, delays)
+        row = dict(seed=seed, variant=variant, step=step, seconds=seconds)
+        row["train_loss"] = float(np.mean(losses)) if losses else float("nan")
+        row["heldout_l1_mean"] = float(np.mean(l1))
+        row["loss_space"] = "normalized absolute actions" if kind == "act" else "normalized relative actions"
+        for d in range(args.rtc_max_delay + 1):
+            row[f"heldout_l1_delay_{d}"] = "" if delays is None else l1[d]
+        rows.append(row)
+        losses.clear()
+        bar.set_postfix(heldout_l1=f"{row['heldout_l1_mean']:.4f}")
+
+    policy.train()
+    with tqdm(total=args.steps, desc=f"seed {seed} {variant}", unit="step") as bar:
+        record(0)
+        for step in range(1, args.steps + 1):
+            start = time.perf_counter()
+            loss, _ = policy.forward(pre(next(batches)))
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), optimizer_cfg.grad_clip_norm)
+            optimizer.step()
+            seconds += time.perf_counter() - start
+            losses.append(loss.item())
+            bar.update()
+            if step % args.eval_every == 0 or step == args.steps:
+                record(step)
+    return rows
+
+
+def verdict(off: np.ndarray, on: np.ndarray) -> str:
+    """The rule: a mean difference no larger than the larger std over seeds is no difference."""
+    if len(off) < 2:
+        return "undecided (one seed)"
+    diff = on.mean() - off.mean()
+    if abs(diff) <= max(off.std(ddof=1), on.std(ddof=1)):
+        return "no difference (within spread)"
+    return "on better" if diff < 0 else "off better"
+
+
+def spread(values: np.ndarray) -> dict:
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+
+
+def summarize(rows: list[dict], args: argparse.Namespace) -> dict:
+    variants = sorted({r["variant"] for r in rows}, key=["off", "on", "act"].index)
+    runs = {(r["seed"], r["variant"]): [x for x in rows if x["seed"] == r["seed"] and x["variant"] == r["variant"]]
+            for r in rows}
+    # Equal time: the budget is what the faster RTC variant needed for all its steps, per seed; every variant
+    # is read at its last evaluation at or before it.
+    budget = {s: min(runs[s, v][-1]["seconds"] for v in RTC_VARIANTS) for s in args.seeds}
+    picks = {
+        "equal_steps": {key: run[-1] for key, run in runs.items()},
+        "equal_time": {key: [r for r in run if r["seconds"] <= budget[key[0]]][-1] for key, run in runs.items()},
+    }
+    columns = [f"heldout_l1_delay_{d}" for d in range(args.rtc_max_delay + 1)] + ["heldout_l1_mean"]
+    summary = {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "seconds_per_step": {
+            v: spread(np.array([runs[s, v][-1]["seconds"] / args.steps for s in args.seeds])) for v in variants
+        },
+        "equal_time_budget_seconds": budget,
+        "verdict_rule": "per delay: 'no difference' if |mean(on) - mean(off)| <= max(std(on), std(off)) "
+        "over seeds (sample std), else the lower held-out L1 is better",
+    }
+    for regime, pick in picks.items():
+        table = {"steps": {v: [pick[s, v]["step"] for s in args.seeds] for v in variants}, "rows": {}}
+        for col in columns:
+            values = {v: np.array([pick[s, v][col] for s in args.seeds]) for v in RTC_VARIANTS}
+            entry = {v: spread(values[v]) for v in RTC_VARIANTS}
+            entry["verdict"] = verdict(values["off"], values["on"])
+            table["rows"][col.removeprefix("heldout_l1_")] = entry
+        if "act" in variants:
+            table["act_heldout_l1"] = spread(np.array([pick[s, "act"]["heldout_l1_mean"] for s in args.seeds]))
+        summary[regime] = table
+    return summary
+
+
+def markdown(summary: dict) -> str:
+    fmt = "{mean:.4f} ± {std:.4f}".format
+    steps, timed = summary["equal_steps"], summary["equal_time"]
+    sps = summary["seconds_per_step"]
+    lines = [
+        "## A/B: all-delays training on vs off (held-out L1, normalized relative actions, lower is better)",
+        "",
+        f"Seeds {summary['settings']['seeds']}; mean ± std over seeds. Seconds per training step: "
+        + ", ".join(f"{v} {fmt(**s)}" for v, s in sps.items())
+        + ".",
+        f"Equal steps: step {steps['steps']['off'][0]}. Equal wall-clock: budget = the training time of the "
+        f"faster variant per seed ({', '.join(f'{t:.0f} s' for t in summary['equal_time_budget_seconds'].values())}"
+        f"); each variant at its last evaluation within it: off at steps {timed['steps']['off']}, on at steps "
+        f"{timed['steps']['on']}.",
+        f"Verdict rule: {summary['verdict_rule']}.",
+        "",
+        "| delay | off, equal steps | on, equal steps | verdict | off, equal time | on, equal time | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in steps["rows"].items():
+        other = timed["rows"][name]
+        label = name.removeprefix("delay_") if name.startswith("delay_") else "mean over delays"
+        lines.append(
+            f"| {label} | {fmt(**row['off'])} | {fmt(**row['on'])} | {row['verdict']} "
+            f"| {fmt(**other['off'])} | {fmt(**other['on'])} | {other['verdict']} |"
+        )
+    if "act_heldout_l1" in steps:
+        lines += [
+            "",
+            f"LeRobot ACT held-out L1 (normalized ABSOLUTE actions, not comparable with the table): equal steps "
+            f"{fmt(**steps['act_heldout_l1'])}, equal time {fmt(**timed['act_heldout_l1'])} "
+            f"(steps {timed['steps']['act']}).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], summary: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    variants = [v for v in ("off", "on", "act") if any(r["variant"] == v for r in rows)]
+    colors = {"off": "tab:blue", "on": "tab:orange", "act": "tab:gray"}
+
+    def curves(variant: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        by_seed = [[r for r in rows if r["variant"] == variant and r["seed"] == s] for s in summary["settings"]["seeds"]]
+        grid = lambda k: np.array([[r[k] for r in run] for run in by_seed])  # noqa: E731
+        return grid("step")[0], grid("seconds").mean(axis=0), grid(key)
+
+    panels = [("heldout_l1_mean", "held-out L1, mean over delays", ("off", "on"))]
+    panels.append(("train_loss", "train loss (running mean)", ("off", "on")))
+    if "act" in variants:
+        panels.append(("heldout_l1_mean", "LeRobot ACT held-out L1\n(absolute actions: own scale)", ("act",)))
+    for x_name, x_label in (("step", "training step"), ("seconds", "training seconds (eval excluded)")):
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+        for ax, (key, title, shown) in zip(axes[0], panels, strict=True):
+            for variant in shown:
+                steps, seconds, values = curves(variant, key)
+                x = steps if x_name == "step" else seconds
+                ax.plot(x, values.mean(axis=0), color=colors[variant], label=f"{variant} (mean)")
+                ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=colors[variant], alpha=0.25)
+            if x_name == "seconds":
+                ax.axvline(np.mean(list(summary["equal_time_budget_seconds"].values())), color="k", ls=":",
+                           label="equal-time budget")
+            ax.set(title=title, xlabel=x_label, yscale="log")
+            ax.legend(title="band: min-max over seeds", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"ab_loss_vs_{x_name}.png" if x_name == "step" else out / "ab_loss_vs_seconds.png", dpi=120)
+        plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, regime, title in zip(axes, ("equal_steps", "equal_time"), ("equal steps", "equal wall-clock"), strict=True):
+        table = summary[regime]["rows"]
+        names = list(table)
+        x = np.arange(len(names))
+        for offset, variant in ((-0.2, "off"), (0.2, "on")):
+            means = [table[n][variant]["mean"] for n in names]
+            stds = [table[n][variant]["std"] for n in names]
+            ax.bar(x + offset, means, 0.4, yerr=stds, capsize=4, color=colors[variant], label=variant)
+        for i, name in enumerate(names):
+            top = max(table[name][v]["mean"] + table[name][v]["std"] for v in ("off", "on"))
+            ax.text(i, top * 1.02, table[name]["verdict"].replace(" (", "\n("), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, [n.replace("delay_", "delay ").replace("mean", "all delays") for n in names])
+        ax.set(title=f"held-out L1 at {title} (error bar: std over seeds)", ylabel="held-out L1 (relative)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "ab_heldout_per_delay.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = args.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    root = args.dataset_root
+    if root is None:
+        root = out / "synthetic_dataset"
+        if not root.exists():  # reused across reruns into the same output dir
+            make_synthetic_dataset(
+                root, args.synthetic_episodes, args.synthetic_episode_length, seed=0, repo_id=args.repo_id
+            )
+    meta = LeRobotDatasetMetadata(args.repo_id, root=root)
+    if not 0 < args.holdout_episodes < meta.total_episodes:
+        raise ValueError(
+            f"--holdout-episodes must be between 1 and {meta.total_episodes - 1} (the dataset has "
+            f"{meta.total_episodes} episodes), got {args.holdout_episodes}."
+        )
+    variants = [*RTC_VARIANTS, *(["act"] if args.with_act else [])]
+    rows, data_cache = [], {}
+    for seed in args.seeds:
+        for variant in variants:
+            rows += train_variant(variant, seed, args, meta, root, data_cache)
+
+    with open(out / "ab_results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarize(rows, args)
+    (out / "ab_summary.json").write_text(json.dumps(summary, indent=2))
+    text = markdown(summary)
+    (out / "ab_summary.md").write_text(text)
+    plot(rows, summary, out)
+    print(text)
+    print(f"Wrote ab_results.csv, ab_summary.json, ab_summary.md and PNG plots to {out}")
+
+
+if __name__ == "__main__":
+    main()
