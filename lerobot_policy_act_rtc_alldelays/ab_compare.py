@@ -96,7 +96,9 @@ def prepare_data(cfg: PreTrainedConfig, args: argparse.Namespace, meta: LeRobotD
     if isinstance(cfg, ACTConfig):
         # ACT has no resize step of its own: give it the same pixels as the RTC variants see.
         normalizer = next(i for i, s in enumerate(pre.steps) if isinstance(s, NormalizerProcessorStep))
-        pre.steps.insert(normalizer, PadToSquareResizeProcessorStep(list(cfg.image_features), args.image_size))
+        pre.steps.insert(
+            normalizer, PadToSquareResizeProcessorStep(list(cfg.image_features), args.image_size)
+        )
     n_train = meta.total_episodes - args.holdout_episodes
     delta = resolve_delta_timestamps(cfg, meta)
 
@@ -202,20 +204,24 @@ def spread(values: np.ndarray) -> dict:
 
 def summarize(rows: list[dict], args: argparse.Namespace) -> dict:
     variants = sorted({r["variant"] for r in rows}, key=["off", "on", "act"].index)
-    runs = {(r["seed"], r["variant"]): [x for x in rows if x["seed"] == r["seed"] and x["variant"] == r["variant"]]
-            for r in rows}
+    runs: dict[tuple[int, str], list[dict]] = {}
+    for row in rows:
+        runs.setdefault((row["seed"], row["variant"]), []).append(row)
     # Equal time: the budget is what the faster RTC variant needed for all its steps, per seed; every variant
     # is read at its last evaluation at or before it.
     budget = {s: min(runs[s, v][-1]["seconds"] for v in RTC_VARIANTS) for s in args.seeds}
     picks = {
         "equal_steps": {key: run[-1] for key, run in runs.items()},
-        "equal_time": {key: [r for r in run if r["seconds"] <= budget[key[0]]][-1] for key, run in runs.items()},
+        "equal_time": {
+            key: [r for r in run if r["seconds"] <= budget[key[0]]][-1] for key, run in runs.items()
+        },
     }
     columns = [f"heldout_l1_delay_{d}" for d in range(args.rtc_max_delay + 1)] + ["heldout_l1_mean"]
     summary = {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "seconds_per_step": {
-            v: spread(np.array([runs[s, v][-1]["seconds"] / args.steps for s in args.seeds])) for v in variants
+            v: spread(np.array([runs[s, v][-1]["seconds"] / args.steps for s in args.seeds]))
+            for v in variants
         },
         "equal_time_budget_seconds": budget,
         "verdict_rule": "per delay: 'no difference' if |mean(on) - mean(off)| <= max(std(on), std(off)) "
@@ -229,28 +235,30 @@ def summarize(rows: list[dict], args: argparse.Namespace) -> dict:
             entry["verdict"] = verdict(values["off"], values["on"])
             table["rows"][col.removeprefix("heldout_l1_")] = entry
         if "act" in variants:
-            table["act_heldout_l1"] = spread(np.array([pick[s, "act"]["heldout_l1_mean"] for s in args.seeds]))
+            table["act_heldout_l1"] = spread(
+                np.array([pick[s, "act"]["heldout_l1_mean"] for s in args.seeds])
+            )
         summary[regime] = table
     return summary
 
 
 def markdown(summary: dict) -> str:
+    """The summary as the markdown printed at the end and saved as ab_summary.md."""
     fmt = "{mean:.4f} ± {std:.4f}".format
     steps, timed = summary["equal_steps"], summary["equal_time"]
-    sps = summary["seconds_per_step"]
+    per_step = ", ".join(f"{v} {fmt(**s)}" for v, s in summary["seconds_per_step"].items())
+    budgets = ", ".join(f"{t:.0f} s" for t in summary["equal_time_budget_seconds"].values())
     lines = [
         "## A/B: all-delays training on vs off (held-out L1, normalized relative actions, lower is better)",
         "",
-        f"Seeds {summary['settings']['seeds']}; mean ± std over seeds. Seconds per training step: "
-        + ", ".join(f"{v} {fmt(**s)}" for v, s in sps.items())
-        + ".",
-        f"Equal steps: step {steps['steps']['off'][0]}. Equal wall-clock: budget = the training time of the "
-        f"faster variant per seed ({', '.join(f'{t:.0f} s' for t in summary['equal_time_budget_seconds'].values())}"
-        f"); each variant at its last evaluation within it: off at steps {timed['steps']['off']}, on at steps "
-        f"{timed['steps']['on']}.",
+        f"Seeds {summary['settings']['seeds']}, mean ± std over seeds. Seconds per step: {per_step}.",
+        f"Equal steps: step {steps['steps']['off'][0]}. Equal wall-clock: the budget is the training time of "
+        f"the faster variant, per seed ({budgets}); each variant is read at its last evaluation within it "
+        f"(off at steps {timed['steps']['off']}, on at steps {timed['steps']['on']}).",
         f"Verdict rule: {summary['verdict_rule']}.",
         "",
-        "| delay | off, equal steps | on, equal steps | verdict | off, equal time | on, equal time | verdict |",
+        "| delay | off, equal steps | on, equal steps | verdict "
+        "| off, equal time | on, equal time | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, row in steps["rows"].items():
@@ -263,9 +271,9 @@ def markdown(summary: dict) -> str:
     if "act_heldout_l1" in steps:
         lines += [
             "",
-            f"LeRobot ACT held-out L1 (normalized ABSOLUTE actions, not comparable with the table): equal steps "
-            f"{fmt(**steps['act_heldout_l1'])}, equal time {fmt(**timed['act_heldout_l1'])} "
-            f"(steps {timed['steps']['act']}).",
+            "LeRobot ACT held-out L1, in normalized ABSOLUTE actions (another scale: not comparable with the "
+            f"table): equal steps {fmt(**steps['act_heldout_l1'])}, equal time "
+            f"{fmt(**timed['act_heldout_l1'])} (steps {timed['steps']['act']}).",
         ]
     return "\n".join(lines) + "\n"
 
@@ -280,9 +288,15 @@ def plot(rows: list[dict], summary: dict, out: Path) -> None:
     colors = {"off": "tab:blue", "on": "tab:orange", "act": "tab:gray"}
 
     def curves(variant: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        by_seed = [[r for r in rows if r["variant"] == variant and r["seed"] == s] for s in summary["settings"]["seeds"]]
-        grid = lambda k: np.array([[r[k] for r in run] for run in by_seed])  # noqa: E731
-        return grid("step")[0], grid("seconds").mean(axis=0), grid(key)
+        """Steps, seconds (mean over seeds: eval steps are shared, times differ) and values [seed, point]."""
+        seeds = summary["settings"]["seeds"]
+        runs = [[r for r in rows if r["variant"] == variant and r["seed"] == s] for s in seeds]
+        seconds = np.array([[r["seconds"] for r in run] for run in runs]).mean(axis=0)
+        return (
+            np.array([r["step"] for r in runs[0]]),
+            seconds,
+            np.array([[r[key] for r in run] for run in runs]),
+        )
 
     panels = [("heldout_l1_mean", "held-out L1, mean over delays", ("off", "on"))]
     panels.append(("train_loss", "train loss (running mean)", ("off", "on")))
@@ -297,16 +311,22 @@ def plot(rows: list[dict], summary: dict, out: Path) -> None:
                 ax.plot(x, values.mean(axis=0), color=colors[variant], label=f"{variant} (mean)")
                 ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=colors[variant], alpha=0.25)
             if x_name == "seconds":
-                ax.axvline(np.mean(list(summary["equal_time_budget_seconds"].values())), color="k", ls=":",
-                           label="equal-time budget")
+                ax.axvline(
+                    np.mean(list(summary["equal_time_budget_seconds"].values())),
+                    color="k",
+                    ls=":",
+                    label="equal-time budget",
+                )
             ax.set(title=title, xlabel=x_label, yscale="log")
             ax.legend(title="band: min-max over seeds", fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / f"ab_loss_vs_{x_name}.png" if x_name == "step" else out / "ab_loss_vs_seconds.png", dpi=120)
+        fig.savefig(out / f"ab_loss_vs_{x_name}.png", dpi=120)
         plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, regime, title in zip(axes, ("equal_steps", "equal_time"), ("equal steps", "equal wall-clock"), strict=True):
+    for ax, regime, title in zip(
+        axes, ("equal_steps", "equal_time"), ("equal steps", "equal wall-clock"), strict=True
+    ):
         table = summary[regime]["rows"]
         names = list(table)
         x = np.arange(len(names))
@@ -316,7 +336,14 @@ def plot(rows: list[dict], summary: dict, out: Path) -> None:
             ax.bar(x + offset, means, 0.4, yerr=stds, capsize=4, color=colors[variant], label=variant)
         for i, name in enumerate(names):
             top = max(table[name][v]["mean"] + table[name][v]["std"] for v in ("off", "on"))
-            ax.text(i, top * 1.02, table[name]["verdict"].replace(" (", "\n("), ha="center", va="bottom", fontsize=7)
+            ax.text(
+                i,
+                top * 1.02,
+                table[name]["verdict"].replace(" (", "\n("),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
         ax.set_xticks(x, [n.replace("delay_", "delay ").replace("mean", "all delays") for n in names])
         ax.set(title=f"held-out L1 at {title} (error bar: std over seeds)", ylabel="held-out L1 (relative)")
         ax.legend()
@@ -342,10 +369,11 @@ def main(argv: list[str] | None = None) -> None:
             f"--holdout-episodes must be between 1 and {meta.total_episodes - 1} (the dataset has "
             f"{meta.total_episodes} episodes), got {args.holdout_episodes}."
         )
-    variants = [*RTC_VARIANTS, *(["act"] if args.with_act else [])]
     rows, data_cache = [], {}
-    for seed in args.seeds:
-        for variant in variants:
+    for i, seed in enumerate(args.seeds):
+        # Alternating which variant trains first spreads slow drifts of the machine's load over both.
+        variants = ["off", "on"] if i % 2 == 0 else ["on", "off"]
+        for variant in variants + (["act"] if args.with_act else []):
             rows += train_variant(variant, seed, args, meta, root, data_cache)
 
     with open(out / "ab_results.csv", "w", newline="") as f:

@@ -11,11 +11,10 @@ memory of a step. Prints markdown tables and writes every figure to JSON.
 import argparse
 import gc
 import json
-import multiprocessing
 import os
 import platform
-import resource
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -40,7 +39,7 @@ N_HEADS = 8
 MB = 2**20
 MEMORY_MEANING = {
     "cuda": "CUDA allocator peak during one step minus what was allocated before it (weights, batch).",
-    "cpu": "Peak RSS of a fresh process over two steps minus its RSS just before them (Linux only).",
+    "cpu": "Peak RSS of a step minus the RSS before it, in a fresh process after one warm-up step (Linux).",
 }
 
 
@@ -233,25 +232,40 @@ def cuda_memory(variant: Variant) -> dict[str, float]:
     }
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _proc_status_bytes(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
 
 
-def _cpu_step_peak_mb(name: str, settings: Settings) -> float:
+def cpu_step_peak_mb(name: str, settings: Settings) -> float:
+    """Run by `cpu_memory` in a fresh process: the peak RSS of one step above the RSS before it."""
     variant = build_variant(name, settings, torch.device("cpu"))
-    before = _rss_bytes()
-    for _ in range(2):
-        train_step(variant)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / MB  # ru_maxrss is KiB
+    # The first step faults in library code and builds kernels, which then stay resident: keep them out.
+    train_step(variant)
+    variant.policy.zero_grad(set_to_none=True)
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM) to the current RSS
+    before = _proc_status_bytes("VmRSS")
+    train_step(variant)
+    return (_proc_status_bytes("VmHWM") - before) / MB
 
 
 def cpu_memory(name: str, settings: Settings) -> dict[str, float | None]:
-    """A process's peak RSS never goes down, so each variant is measured in a fresh process of its own."""
+    """Each variant runs in a fresh process, since glibc keeps freed memory for reuse and a step could then
+    peak inside memory that an earlier step already made resident. A fixed mmap threshold makes glibc
+    return every tensor-sized block to the system when it is freed, so the warm-up step leaves none."""
     peak = None
     if sys.platform.startswith("linux"):
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            peak = pool.apply(_cpu_step_peak_mb, (name, settings))
+        code = (
+            f"from lerobot_policy_act_rtc_alldelays.benchmark import Settings, cpu_step_peak_mb\n"
+            f"print(cpu_step_peak_mb({name!r}, Settings(**{asdict(settings)!r})))"
+        )
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+        child = subprocess.run(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True, check=True
+        )
+        peak = float(child.stdout.split()[-1])
     return {"peak_step_memory_mb": peak, "backbone_activations_mb": None}
 
 
