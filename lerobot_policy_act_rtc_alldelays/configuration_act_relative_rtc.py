@@ -97,7 +97,8 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     def _validate_fields(self) -> None:
         if not self.vision_backbone.startswith("resnet"):
             raise ValueError(
-                f"`vision_backbone` must be a torchvision ResNet (e.g. 'resnet18'), got '{self.vision_backbone}'."
+                f"`vision_backbone` must be a torchvision ResNet (e.g. 'resnet18'), "
+                f"got '{self.vision_backbone}'."
             )
         if self.n_obs_steps != 1:
             raise ValueError(f"`n_obs_steps` must be 1 (one observation per step), got {self.n_obs_steps}.")
@@ -137,7 +138,8 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             )
         if self.rtc_inference_delay < 0 or self.rtc_inference_delay >= self.n_action_steps:
             raise ValueError(
-                f"`rtc_inference_delay` must be in 0..n_action_steps-1 (0..{self.n_action_steps - 1}): the next "
+                f"`rtc_inference_delay` must be in 0..n_action_steps-1 (0..{self.n_action_steps - 1}): "
+                f"the next "
                 f"chunk is requested while `delay` actions of the current one remain. Got "
                 f"{self.rtc_inference_delay}."
             )
@@ -199,7 +201,8 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             state_dim = self.robot_state_feature.shape[0]
             if action_dim != state_dim:
                 raise ValueError(
-                    f"`use_relative_actions=true` subtracts '{OBS_STATE_KEY}' from the action, but the action "
+                    f"`use_relative_actions=true` subtracts '{OBS_STATE_KEY}' from the action, but the "
+                    f"action "
                     f"has {action_dim} dimensions and the state {state_dim}. Use a dataset whose action and "
                     f"state live in the same space, or train with `--policy.use_relative_actions=false`."
                 )

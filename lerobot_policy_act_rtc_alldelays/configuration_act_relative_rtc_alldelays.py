@@ -37,5 +37,6 @@ class ACTRelativeRTCAllDelaysConfig(ACTRelativeRTCConfig):
             raise ValueError(f"`rtc_delay_loss_weights` must be non-negative, got {list(weights)}.")
         if sum(weights) == 0:
             raise ValueError(
-                f"`rtc_delay_loss_weights` are all zero ({list(weights)}): at least one delay must be trained."
+                f"`rtc_delay_loss_weights` are all zero ({list(weights)}): at least one delay must be "
+                "trained."
             )

@@ -263,7 +263,7 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
 
     # ---- action spaces -------------------------------------------------------------------------------
     def to_model_space(self, actions: Tensor, state: Tensor) -> Tensor:
-        """Absolute actions [B, T, A] (as the preprocessor outputs them) -> the space the model predicts in."""
+        """Absolute actions [B, T, A], as the preprocessor outputs them -> the model's prediction space."""
         if not self.config.use_relative_actions:
             return actions
         self.relative_action_normalizer.check_stats()
@@ -281,9 +281,11 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         expected = self.config.action_window_size
         if window.ndim != 3 or window.shape[1] != expected:
             raise ValueError(
-                f"'{ACTION_KEY}' must be a window of rtc_max_delay + chunk_size = {expected} actions per sample "
+                f"'{ACTION_KEY}' must be a window of rtc_max_delay + chunk_size = {expected} actions per "
+                f"sample "
                 f"([batch, {expected}, action_dim]), got shape {tuple(window.shape)}. Load the dataset with "
-                f"`delta_timestamps` from this config's `action_delta_indices` (a dataset cached with another "
+                f"`delta_timestamps` from this config's `action_delta_indices` (a dataset cached with "
+                f"another "
                 f"chunk_size or rtc_max_delay returns other windows)."
             )
         window_is_pad = batch.get(ACTION_IS_PAD_KEY)
@@ -345,17 +347,20 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         max_delay = self.config.rtc_max_delay
         if not 0 <= delay <= max_delay:
             raise ValueError(
-                f"delay={delay} is outside the delays this policy was trained on (0..rtc_max_delay={max_delay})."
+                f"delay={delay} is outside the delays this policy was trained on "
+                f"(0..rtc_max_delay={max_delay})."
             )
         prefix_length = 0 if action_prefix is None else action_prefix.shape[1]
         if action_prefix is not None and delay == 0 and prefix_length > 0:
             raise ValueError(
-                f"An action_prefix of {prefix_length} actions was given with delay=0: pass delay={prefix_length} "
+                f"An action_prefix of {prefix_length} actions was given with delay=0: pass "
+                f"delay={prefix_length} "
                 f"(the number of actions that execute while inference runs)."
             )
         if delay > 0 and (action_prefix is None or prefix_length != delay):
             raise ValueError(
-                f"delay={delay} needs an action_prefix of shape [batch, {delay}, action_dim] (the absolute actions "
+                f"delay={delay} needs an action_prefix of shape [batch, {delay}, action_dim] (the absolute "
+                f"actions "
                 f"that execute while inference runs), got "
                 f"{None if action_prefix is None else tuple(action_prefix.shape)}."
             )

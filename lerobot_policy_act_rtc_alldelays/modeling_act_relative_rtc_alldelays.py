@@ -74,7 +74,8 @@ class ACTRelativeRTCAllDelaysPolicy(ACTRelativeRTCPolicy):
         self, batch: dict[str, Tensor], reduction: str = "mean", delays: Tensor | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """All delays per sample when `rtc_train_all_delays` (and no `delays` are given); otherwise exactly
-        the base policy's one-delay loss. `reduction="none"` returns [B], each sample's loss over its delays."""
+        the base policy's one-delay loss. `reduction="none"` returns [B]: each sample's loss over its
+        delays."""
         if not self.config.rtc_train_all_delays or delays is not None:
             return super().forward(batch, reduction=reduction, delays=delays)
         window, window_is_pad = self._training_window(batch)

@@ -6,8 +6,7 @@ import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.policies.factory import make_policy
 
-from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
-from lerobot_policy_act_rtc_alldelays import modeling_act_relative_rtc
+from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysConfig, modeling_act_relative_rtc
 from lerobot_policy_act_rtc_alldelays.relative_actions import (
     compute_relative_action_stats,
     read_state_and_action_columns,
