@@ -38,8 +38,10 @@ STATE_DIM = 6
 N_HEADS = 8
 MB = 2**20
 MEMORY_MEANING = {
-    "cuda": "CUDA allocator peak during one step minus what was allocated before it (weights, batch).",
-    "cpu": "Peak RSS of a step minus the RSS before it, in a fresh process after one warm-up step (Linux).",
+    "cuda": "CUDA allocator peak of one step minus the allocation before it (weights, batches); "
+    "gradients are freed before each step, so they count in the peak.",
+    "cpu": "Peak RSS of one step minus the RSS before it, in a fresh process after a warm-up step (Linux); "
+    "gradients are freed before each step, so they count in the peak.",
 }
 
 
@@ -52,7 +54,7 @@ class Settings:
     rtc_max_delay: int
     dim_model: int
     dim_feedforward: int
-    n_layers: int
+    n_layers: int  # encoder and decoder alike
     warmup: int
     steps: int
 
@@ -273,6 +275,10 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return None if numerator is None or not denominator else numerator / denominator
 
 
+def _difference(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or reference is None else value - reference
+
+
 def benchmark_point(settings: Settings, names: list[str], device: torch.device, measure_memory: bool) -> dict:
     variants = [build_variant(name, settings, device) for name in names]
     results = time_interleaved(variants, settings, Clock(device))
@@ -291,15 +297,13 @@ def benchmark_point(settings: Settings, names: list[str], device: torch.device, 
         torch.cuda.empty_cache()
 
     on, off, act = results[ON], results[OFF], results.get(ACT)
-    extra_mb = None
-    if on["peak_step_memory_mb"] is not None and off["peak_step_memory_mb"] is not None:
-        extra_mb = on["peak_step_memory_mb"] - off["peak_step_memory_mb"]
+    extra_mb = _difference(on["peak_step_memory_mb"], off["peak_step_memory_mb"])
     headline = {
         "time_ratio_on_off": on["step_ms"] / off["step_ms"],
         "time_ratio_act_off": _ratio(act and act["step_ms"], off["step_ms"]),
         "targets_per_s_ratio_on_off": on["targets_per_s"] / off["targets_per_s"],
         "extra_memory_on_vs_off_mb": extra_mb,
-        # The all-delays design promises no image-sized extra memory: this fraction should stay well below 1.
+        # All delays must add no image-sized memory: this fraction should stay well below 1 (CUDA only).
         "extra_memory_over_backbone_activations": _ratio(extra_mb, off["backbone_activations_mb"]),
     }
     return {"settings": asdict(settings), "variants": results, "headline": headline}
@@ -307,12 +311,6 @@ def benchmark_point(settings: Settings, names: list[str], device: torch.device, 
 
 def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "n/a" if value is None else format(value, spec)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
 
 
 def render_markdown(report: dict) -> str:
@@ -323,75 +321,52 @@ def render_markdown(report: dict) -> str:
         f"Device: {env['device']} | torch {env['torch']} | lerobot {env['lerobot']}",
         "Configuration: " + ", ".join(f"{k}={v}" for k, v in base["settings"].items()),
         "",
+        "| variant | step ms (median) | vs off | targets/step | targets/s | peak step MB | extra MB vs off |",
+        "|---|---|---|---|---|---|---|",
     ]
-    header = [
-        "variant",
-        "step ms (median)",
-        "vs off",
-        "targets/step",
-        "targets/s",
-        "peak step MB",
-        "extra MB vs off",
-    ]
-    rows = []
     for name, row in variants.items():
-        peak, off_peak = row["peak_step_memory_mb"], off["peak_step_memory_mb"]
-        rows.append(
-            [
-                name,
-                f"{row['step_ms']:.1f}",
-                f"{row['step_ms'] / off['step_ms']:.2f}x",
-                str(row["targets_per_step"]),
-                f"{row['targets_per_s']:.0f}",
-                _fmt(peak),
-                _fmt(None if peak is None else peak - off_peak, "+.1f"),
-            ]
+        extra = _difference(row["peak_step_memory_mb"], off["peak_step_memory_mb"])
+        lines.append(
+            f"| {name} | {row['step_ms']:.1f} | {row['step_ms'] / off['step_ms']:.2f}x | "
+            f"{row['targets_per_step']} | {row['targets_per_s']:.0f} | {_fmt(row['peak_step_memory_mb'])} | "
+            f"{_fmt(extra, '+.1f')} |"
         )
-    lines += _table(header, rows) + ["", f"Memory: {report['memory_meaning']}", ""]
-    header = ["variant", "forward ms", *STAGES, "rest", "backward ms"]
-    rows = [
-        [name, f"{row['forward_ms']:.1f}"]
-        + [f"{row[f'{k}_ms']:.1f} ms ({row[f'{k}_pct']:.1f}%)" for k in (*STAGES, "rest")]
-        + [f"{row['backward_ms']:.1f}"]
-        for name, row in variants.items()
+    lines += [
+        "",
+        f"Memory: {report['memory_meaning']}",
+        "",
+        "| variant | forward ms | backbone | encoder | decoder | rest | backward ms |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += _table(header, rows)
+    for name, row in variants.items():
+        stages = " | ".join(f"{row[f'{k}_ms']:.1f} ms ({row[f'{k}_pct']:.1f}%)" for k in (*STAGES, "rest"))
+        lines.append(f"| {name} | {row['forward_ms']:.1f} | {stages} | {row['backward_ms']:.1f} |")
     lines += [
         "",
         f"Headline: step time on/off {headline['time_ratio_on_off']:.2f}x; supervised targets/s on/off "
         f"{headline['targets_per_s_ratio_on_off']:.2f}x; extra memory on vs off "
-        f"{_fmt(headline['extra_memory_on_vs_off_mb'], '+.1f')} MB "
-        f"({_fmt(headline['extra_memory_over_backbone_activations'], '.2f')} x the backbone's activations).",
+        f"{_fmt(headline['extra_memory_on_vs_off_mb'], '+.1f')} MB",
     ]
+    if headline["extra_memory_over_backbone_activations"] is not None:
+        lines[-1] += (
+            f" ({headline['extra_memory_over_backbone_activations']:.2f} x the backbone's activations)"
+        )
     if len(report["points"]) > 1:
-        header = [
-            "backbone",
-            "px",
-            "batch",
-            "rtc_max_delay",
-            "on/off time",
-            "ACT/off time",
-            "targets/s on/off",
-            "extra MB on vs off",
+        lines += [
+            "",
+            "Sweep, one factor at a time around the configuration above:",
+            "",
+            "| backbone | px | batch | rtc_max_delay | on/off time | ACT/off time | targets/s on/off | "
+            "extra MB on vs off |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        rows = []
         for point in report["points"]:
             s, h = point["settings"], point["headline"]
-            rows.append(
-                [
-                    s["backbone"],
-                    str(s["image_size"]),
-                    str(s["batch_size"]),
-                    str(s["rtc_max_delay"]),
-                    f"{h['time_ratio_on_off']:.2f}x",
-                    _fmt(h["time_ratio_act_off"], ".2f") + "x",
-                    f"{h['targets_per_s_ratio_on_off']:.2f}x",
-                    _fmt(h["extra_memory_on_vs_off_mb"], "+.1f"),
-                ]
+            lines.append(
+                f"| {s['backbone']} | {s['image_size']} | {s['batch_size']} | {s['rtc_max_delay']} | "
+                f"{h['time_ratio_on_off']:.2f}x | {_fmt(h['time_ratio_act_off'], '.2f')}x | "
+                f"{h['targets_per_s_ratio_on_off']:.2f}x | {_fmt(h['extra_memory_on_vs_off_mb'], '+.1f')} |"
             )
-        lines += ["", "Sweep (one factor at a time around the configuration above):", ""] + _table(
-            header, rows
-        )
     return "\n".join(lines)
 
 
@@ -415,7 +390,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--json", type=Path, default=Path("benchmark.json"), help="where to write the results"
     )
     for field in fields(Settings):
-        # n_layers sets both the encoder's and the decoder's depth.
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=field.type, help="default: per device")
     args = parser.parse_args(argv)
     if torch.device(args.device).type not in DEFAULTS:
@@ -427,7 +401,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda":
-        torch.cuda.set_device(device)  # the allocator statistics read the current device
+        if device.index is not None:
+            torch.cuda.set_device(device)  # the allocator statistics read the current device
+        # As lerobot-train sets them, so that the steps are the ones training runs.
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
     overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name) is not None}
     base = replace(DEFAULTS[device.type], **overrides)
     names = [ON, OFF] if args.no_act else [ON, OFF, ACT]

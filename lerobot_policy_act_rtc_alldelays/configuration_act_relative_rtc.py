@@ -12,6 +12,7 @@ from lerobot.optim.optimizers import AdamWConfig
 
 OBS_STATE_KEY = "observation.state"
 RTC_INFERENCE_MODES = ("prefix", "discard")
+RTC_PREFIX_ATTENTIONS = ("full", "shared_observation")
 
 
 @dataclass
@@ -39,6 +40,10 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
         rtc_inference_delay: Inference delay emulated by `select_action` (0..rtc_max_delay).
         rtc_inference_mode: "prefix" conditions the next chunk on the actions still to execute (RTC);
             "discard" ignores them and drops the first `delay` predicted actions instead (plain chunking).
+        rtc_prefix_attention: "full" lets every encoder token attend to every other (observation tokens
+            then depend on the delay). "shared_observation" keeps observation tokens blind to the prefix,
+            so all delays of a sample can share them in one packed sequence under block masks; training and
+            inference use the same masks.
     """
 
     n_obs_steps: int = 1
@@ -78,6 +83,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     downscale_img_square: int | None = None
     rtc_inference_delay: int = 0
     rtc_inference_mode: str = "prefix"
+    rtc_prefix_attention: str = "full"
 
     # Training preset.
     optimizer_lr: float = 1e-5
@@ -157,6 +163,16 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                 f"In discard mode a chunk must hold the {self.rtc_inference_delay} dropped actions plus "
                 f"n_action_steps={self.n_action_steps}, but chunk_size is {self.chunk_size}. Lower "
                 f"`n_action_steps` or the delay."
+            )
+        if self.rtc_prefix_attention not in RTC_PREFIX_ATTENTIONS:
+            raise ValueError(
+                f"`rtc_prefix_attention` must be one of {RTC_PREFIX_ATTENTIONS}, "
+                f"got '{self.rtc_prefix_attention}'."
+            )
+        if self.rtc_prefix_attention == "shared_observation" and self.rtc_max_delay == 0 and not self.use_vae:
+            raise ValueError(
+                "`rtc_prefix_attention=shared_observation` separates the observation from per-delay tokens, "
+                "but with `rtc_max_delay=0` and no VAE there are none: use `rtc_prefix_attention=full`."
             )
         if self.use_relative_actions:
             for feature_type in ("STATE", "ACTION"):

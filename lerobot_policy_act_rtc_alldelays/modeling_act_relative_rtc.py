@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .attention import attention_masks, shared_observation_masks, use_masked_attention
 from .configuration_act_relative_rtc import OBS_STATE_KEY, ACTRelativeRTCConfig
 from .relative_actions import (
     RelativeActionNormalizer,
@@ -90,6 +91,7 @@ class ACTRelativeRTC(nn.Module):
 
         self.encoder = ACTEncoder(config)
         self.decoder = ACTDecoder(config)
+        use_masked_attention(self)
         self.decoder_pos_embed = nn.Embedding(config.chunk_size, dim)
         self.action_head = nn.Linear(dim, action_dim)
 
@@ -145,6 +147,44 @@ class ACTRelativeRTC(nn.Module):
         embedding = torch.where(is_pad.unsqueeze(-1), self.prefix_pad_embed.weight, embedding)
         return embedding.transpose(0, 1)
 
+    def encode_delay_tokens(
+        self,
+        action_prefix: Tensor,
+        delays: Tensor,
+        targets: Tensor | None,
+        targets_is_pad: Tensor | None,
+    ) -> tuple[Tensor, Tensor, tuple[Tensor | None, Tensor | None]]:
+        """The encoder tokens that depend on the delay: the VAE latent (it encodes that delay's targets) and
+        the prefix. [N, ...] inputs -> tokens [L, N, dim], positions [L, 1, dim] and (mu, log sigma^2)."""
+        tokens, positions = [], []
+        mu = log_sigma_x2 = None
+        if self.config.use_vae:
+            latent_token, mu, log_sigma_x2 = self.encode_latent(targets, targets_is_pad, delays.shape[0])
+            tokens.append(latent_token)
+            positions.append(self.encoder_latent_pos_embed.weight.unsqueeze(1))
+        if self.config.rtc_max_delay > 0:
+            tokens.append(self.encode_prefix(action_prefix, delays))
+            positions.append(self.prefix_pos_embed.weight.unsqueeze(1))
+        dim = self.config.dim_model
+        if not tokens:  # no VAE and no prefix
+            return (
+                action_prefix.new_zeros(0, delays.shape[0], dim),
+                action_prefix.new_zeros(0, 1, dim),
+                (None, None),
+            )
+        return torch.cat(tokens), torch.cat(positions), (mu, log_sigma_x2)
+
+    def decode(self, encoder_out: Tensor, encoder_positions: Tensor, n_groups: int = 1) -> Tensor:
+        """Decoder and action head: `n_groups` groups of `chunk_size` queries -> [N, n_groups * chunk, A]."""
+        # The queries start from their learned positions rather than ACT's zeros: with a zero input the first
+        # decoder layer's self-attention never receives a gradient (dead weights, and a DDP hazard).
+        query_positions = self.decoder_pos_embed.weight.repeat(n_groups, 1).unsqueeze(1)  # [G*chunk, 1, dim]
+        decoder_in = query_positions.expand(-1, encoder_out.shape[1], -1)  # [G*chunk, N, dim], a view
+        decoder_out = self.decoder(
+            decoder_in, encoder_out, encoder_pos_embed=encoder_positions, decoder_pos_embed=query_positions
+        )
+        return self.action_head(decoder_out.transpose(0, 1))
+
     def predict_from_observation(
         self,
         observation_tokens: Tensor,
@@ -154,34 +194,55 @@ class ACTRelativeRTC(nn.Module):
         targets: Tensor | None = None,
         targets_is_pad: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
-        """Transformer and head on N sequences whose observation tokens are already encoded.
+        """Full attention on N sequences whose observation tokens are already encoded.
 
         observation_tokens: [S_obs, N, dim]; action_prefix: [N, rtc_max_delay, A]; delays: [N];
         targets: [N, chunk, A] (VAE only). Returns actions [N, chunk, A] and (mu, log sigma^2).
         """
-        n_sequences = delays.shape[0]
-        tokens, positions = [observation_tokens], [observation_positions]
-        mu = log_sigma_x2 = None
-        if self.config.use_vae:
-            latent_token, mu, log_sigma_x2 = self.encode_latent(targets, targets_is_pad, n_sequences)
-            tokens.append(latent_token)
-            positions.append(self.encoder_latent_pos_embed.weight.unsqueeze(1))
-        if self.config.rtc_max_delay > 0:
-            tokens.append(self.encode_prefix(action_prefix, delays))
-            positions.append(self.prefix_pos_embed.weight.unsqueeze(1))
-        encoder_positions = torch.cat(positions)  # [S, 1, dim]: shared by every sequence
-        encoder_out = self.encoder(torch.cat(tokens), pos_embed=encoder_positions)
-        # The queries start from their learned positions rather than ACT's zeros: with a zero input the first
-        # decoder layer's self-attention never receives a gradient (dead weights, and a DDP hazard).
-        query_positions = self.decoder_pos_embed.weight.unsqueeze(1)  # [chunk, 1, dim]
-        decoder_in = query_positions.expand(-1, n_sequences, -1)  # [chunk, N, dim], a view
-        decoder_out = self.decoder(
-            decoder_in,
-            encoder_out,
-            encoder_pos_embed=encoder_positions,
-            decoder_pos_embed=query_positions,
+        delay_tokens, delay_positions, latent_params = self.encode_delay_tokens(
+            action_prefix, delays, targets, targets_is_pad
         )
-        return self.action_head(decoder_out.transpose(0, 1)), (mu, log_sigma_x2)
+        positions = torch.cat(
+            [observation_positions, delay_positions]
+        )  # [S, 1, dim]: shared by every sequence
+        encoder_out = self.encoder(torch.cat([observation_tokens, delay_tokens]), pos_embed=positions)
+        return self.decode(encoder_out, positions), latent_params
+
+    def predict_grouped(
+        self,
+        observation_tokens: Tensor,
+        observation_positions: Tensor,
+        action_prefix: Tensor,
+        delays: Tensor,
+        targets: Tensor | None = None,
+        targets_is_pad: Tensor | None = None,
+    ) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
+        """Shared-observation attention: per sample ONE sequence, the observation tokens once, then G delay
+        groups, under block masks (see `shared_observation_masks`).
+
+        observation_tokens: [S_obs, B, dim]; action_prefix: [B, rtc_max_delay, A]; delays: [B, G];
+        targets: [B, G, chunk, A] (VAE only). Returns actions [B, G, chunk, A] and (mu, log sigma^2), each
+        [B * G, latent] or None.
+        """
+        n_observation, batch_size, _ = observation_tokens.shape
+        n_groups = delays.shape[1]
+        action_prefix = action_prefix.unsqueeze(1).expand(-1, n_groups, -1, -1).flatten(0, 1)  # [B*G, P, A]
+        if targets is not None:
+            targets, targets_is_pad = targets.flatten(0, 1), targets_is_pad.flatten(0, 1)
+        delay_tokens, delay_positions, latent_params = self.encode_delay_tokens(
+            action_prefix, delays.flatten(), targets, targets_is_pad
+        )
+        group_length = delay_tokens.shape[0]
+        # [L, B*G, dim] -> [L, B, G, dim] -> [G, L, B, dim] -> [G*L, B, dim]: group g at g*L .. (g+1)*L - 1.
+        delay_tokens = delay_tokens.unflatten(1, (batch_size, n_groups)).permute(2, 0, 1, 3).flatten(0, 1)
+        positions = torch.cat([observation_positions, delay_positions.repeat(n_groups, 1, 1)])
+        masks = shared_observation_masks(
+            n_observation, group_length, n_groups, self.config.chunk_size, observation_tokens.device
+        )
+        with attention_masks(self.encoder, self.decoder, *masks):
+            encoder_out = self.encoder(torch.cat([observation_tokens, delay_tokens]), pos_embed=positions)
+            actions = self.decode(encoder_out, positions, n_groups)  # [B, G*chunk, A]
+        return actions.unflatten(1, (n_groups, self.config.chunk_size)), latent_params
 
     def forward(
         self,
@@ -193,6 +254,18 @@ class ACTRelativeRTC(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
         """One delay per sample: delays [B], action_prefix [B, rtc_max_delay, A] -> actions [B, chunk, A]."""
         observation_tokens, observation_positions = self.encode_observation(batch)
+        if self.config.rtc_prefix_attention == "shared_observation":
+            if targets is not None:
+                targets, targets_is_pad = targets.unsqueeze(1), targets_is_pad.unsqueeze(1)
+            actions, latent_params = self.predict_grouped(
+                observation_tokens,
+                observation_positions,
+                action_prefix,
+                delays.unsqueeze(1),
+                targets,
+                targets_is_pad,
+            )
+            return actions.squeeze(1), latent_params
         return self.predict_from_observation(
             observation_tokens, observation_positions, action_prefix, delays, targets, targets_is_pad
         )

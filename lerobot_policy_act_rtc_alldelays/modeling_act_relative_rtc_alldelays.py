@@ -39,18 +39,27 @@ class ACTRelativeRTCAllDelays(ACTRelativeRTC):
         observation_tokens, observation_positions = self.encode_observation(batch)  # [S, B, dim]
         n_tokens, batch_size, dim = observation_tokens.shape
         n_delays = self.config.n_delays
-        n_virtual = batch_size * n_delays
-        # [S, B, dim] -> [S, B, D, dim] (stride-0 view) -> [S, B*D, dim]; virtual sample b*D + d has delay d.
+        all_delays = torch.arange(n_delays, device=observation_tokens.device).expand(batch_size, -1)  # [B, D]
+        if self.config.rtc_prefix_attention == "shared_observation":
+            return self.predict_grouped(
+                observation_tokens, observation_positions, action_prefix, all_delays, targets, targets_is_pad
+            )
+        # Batch expansion: virtual sample b*D + d is sample b at delay d.
+        # [S, B, dim] -> [S, B, D, dim] (stride-0 view) -> [S, B*D, dim]
         observation_tokens = observation_tokens.unsqueeze(2).expand(-1, -1, n_delays, -1)
-        observation_tokens = observation_tokens.reshape(n_tokens, n_virtual, dim)
-        delays = torch.arange(n_delays, device=observation_tokens.device).repeat(batch_size)  # [B*D]
+        observation_tokens = observation_tokens.reshape(n_tokens, batch_size * n_delays, dim)
         # [B, P, A] -> [B, D, P, A] -> [B*D, P, A]
         action_prefix = action_prefix.unsqueeze(1).expand(-1, n_delays, -1, -1).flatten(0, 1)
         if targets is not None:
             targets = targets.flatten(0, 1)  # [B*D, chunk, A]
             targets_is_pad = targets_is_pad.flatten(0, 1)  # [B*D, chunk]
         actions, latent_params = self.predict_from_observation(
-            observation_tokens, observation_positions, action_prefix, delays, targets, targets_is_pad
+            observation_tokens,
+            observation_positions,
+            action_prefix,
+            all_delays.flatten(),
+            targets,
+            targets_is_pad,
         )
         return actions.unflatten(0, (batch_size, n_delays)), latent_params
 

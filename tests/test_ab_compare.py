@@ -17,8 +17,8 @@ def test_ab_compare_writes_results_summary_and_plots(tmp_path, capsys):
             "--synthetic-episode-length", "20",
             "--holdout-episodes", "1",
             "--seeds", "0", "1",
-            "--steps", "3",
-            "--eval-every", "3",
+            "--steps", "2",
+            "--eval-every", "2",
             "--batch-size", "4",
             "--dim-model", "32",
             "--n-layers", "1",
@@ -32,9 +32,9 @@ def test_ab_compare_writes_results_summary_and_plots(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     with open(out / "ab_results.csv") as f:
         rows = list(csv.DictReader(f))
-    # Two seeds x two variants x evaluations at steps 0 and 3.
+    # Two seeds x two variants x evaluations at steps 0 and 2.
     assert len(rows) == 8
-    assert {(r["variant"], r["step"]) for r in rows} == {(v, s) for v in ("off", "on") for s in ("0", "3")}
+    assert {(r["variant"], r["step"]) for r in rows} == {(v, s) for v in ("off", "on") for s in ("0", "2")}
 
     summary = json.loads((out / "ab_summary.json").read_text())
     for regime in ("equal_steps", "equal_time"):
