@@ -37,6 +37,7 @@ IMAGE_KEY = "observation.images.cam"
 STATE_DIM = 6
 N_HEADS = 8
 MB = 2**20
+NO_MEMORY = {"peak_step_memory_mb": None} | {f"{stage}_activations_mb": None for stage in STAGES}
 MEMORY_MEANING = {
     "cuda": "CUDA allocator peak of one step minus the allocation before it (weights, batches); "
     "gradients are freed before each step, so they count in the peak.",
@@ -212,13 +213,19 @@ def time_interleaved(variants: list[Variant], settings: Settings, clock: Clock) 
 
 
 def cuda_memory(variant: Variant) -> dict[str, float]:
-    """Step peak above the resident allocation, and what the backbone keeps alive for the backward pass."""
-    backbone_bytes: list[int] = []
-    backbone = variant.policy.model.backbone
-    handles = [
-        backbone.register_forward_pre_hook(lambda *_: backbone_bytes.append(-torch.cuda.memory_allocated())),
-        backbone.register_forward_hook(lambda *_: backbone_bytes.append(torch.cuda.memory_allocated())),
-    ]
+    """Step peak above the resident allocation, and what each stage's forward leaves allocated: the
+    activations it saves for the backward pass, and its output."""
+    kept = dict.fromkeys(STAGES, 0)
+
+    def before(stage: str, *_) -> None:
+        kept[stage] -= torch.cuda.memory_allocated()
+
+    def after(stage: str, *_) -> None:
+        kept[stage] += torch.cuda.memory_allocated()
+
+    model = variant.policy.model
+    handles = [getattr(model, stage).register_forward_pre_hook(partial(before, stage)) for stage in STAGES]
+    handles += [getattr(model, stage).register_forward_hook(partial(after, stage)) for stage in STAGES]
     variant.policy.zero_grad(set_to_none=True)
     gc.collect()
     torch.cuda.synchronize()
@@ -228,10 +235,8 @@ def cuda_memory(variant: Variant) -> dict[str, float]:
     torch.cuda.synchronize()
     for handle in handles:
         handle.remove()
-    return {
-        "peak_step_memory_mb": (torch.cuda.max_memory_allocated() - resident) / MB,
-        "backbone_activations_mb": sum(backbone_bytes) / MB,
-    }
+    peak = (torch.cuda.max_memory_allocated() - resident) / MB
+    return {"peak_step_memory_mb": peak} | {f"{stage}_activations_mb": kept[stage] / MB for stage in STAGES}
 
 
 def _proc_status_bytes(key: str) -> int:
@@ -268,11 +273,12 @@ def cpu_memory(name: str, settings: Settings) -> dict[str, float | None]:
             [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True, check=True
         )
         peak = float(child.stdout.split()[-1])
-    return {"peak_step_memory_mb": peak, "backbone_activations_mb": None}
+    return NO_MEMORY | {"peak_step_memory_mb": peak}
 
 
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    return None if numerator is None or not denominator else numerator / denominator
+def transformer_activations(row: dict) -> float | None:
+    encoder, decoder = row["encoder_activations_mb"], row["decoder_activations_mb"]
+    return None if encoder is None else encoder + decoder
 
 
 def _difference(value: float | None, reference: float | None) -> float | None:
@@ -288,7 +294,7 @@ def benchmark_point(settings: Settings, names: list[str], device: torch.device, 
         row["targets_per_s"] = variant.targets_per_step / (row["step_ms"] / 1e3)
         for key in (*STAGES, "rest"):
             row[f"{key}_pct"] = 100 * row[f"{key}_ms"] / row["forward_ms"]
-        row["peak_step_memory_mb"] = row["backbone_activations_mb"] = None
+        row |= NO_MEMORY
         if measure_memory:
             row |= cuda_memory(variant) if device.type == "cuda" else cpu_memory(variant.name, settings)
     del variants
@@ -300,11 +306,17 @@ def benchmark_point(settings: Settings, names: list[str], device: torch.device, 
     extra_mb = _difference(on["peak_step_memory_mb"], off["peak_step_memory_mb"])
     headline = {
         "time_ratio_on_off": on["step_ms"] / off["step_ms"],
-        "time_ratio_act_off": _ratio(act and act["step_ms"], off["step_ms"]),
+        "time_ratio_act_off": act["step_ms"] / off["step_ms"] if act else None,
         "targets_per_s_ratio_on_off": on["targets_per_s"] / off["targets_per_s"],
         "extra_memory_on_vs_off_mb": extra_mb,
-        # All delays must add no image-sized memory: this fraction should stay well below 1 (CUDA only).
-        "extra_memory_over_backbone_activations": _ratio(extra_mb, off["backbone_activations_mb"]),
+        # All delays may only add the transformer's activations for B*D sequences, nothing of image size:
+        # the backbone's share should be ~0 and the transformer's most of the extra peak (CUDA only).
+        "extra_backbone_activations_mb": _difference(
+            on["backbone_activations_mb"], off["backbone_activations_mb"]
+        ),
+        "extra_transformer_activations_mb": _difference(
+            transformer_activations(on), transformer_activations(off)
+        ),
     }
     return {"settings": asdict(settings), "variants": results, "headline": headline}
 
@@ -321,15 +333,17 @@ def render_markdown(report: dict) -> str:
         f"Device: {env['device']} | torch {env['torch']} | lerobot {env['lerobot']}",
         "Configuration: " + ", ".join(f"{k}={v}" for k, v in base["settings"].items()),
         "",
-        "| variant | step ms (median) | vs off | targets/step | targets/s | peak step MB | extra MB vs off |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | step ms (median) | vs off | targets/step | targets/s | peak step MB | extra MB vs off "
+        "| backbone act. MB | enc+dec act. MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in variants.items():
         extra = _difference(row["peak_step_memory_mb"], off["peak_step_memory_mb"])
         lines.append(
             f"| {name} | {row['step_ms']:.1f} | {row['step_ms'] / off['step_ms']:.2f}x | "
             f"{row['targets_per_step']} | {row['targets_per_s']:.0f} | {_fmt(row['peak_step_memory_mb'])} | "
-            f"{_fmt(extra, '+.1f')} |"
+            f"{_fmt(extra, '+.1f')} | {_fmt(row['backbone_activations_mb'])} | "
+            f"{_fmt(transformer_activations(row))} |"
         )
     lines += [
         "",
@@ -347,9 +361,11 @@ def render_markdown(report: dict) -> str:
         f"{headline['targets_per_s_ratio_on_off']:.2f}x; extra memory on vs off "
         f"{_fmt(headline['extra_memory_on_vs_off_mb'], '+.1f')} MB",
     ]
-    if headline["extra_memory_over_backbone_activations"] is not None:
+    if headline["extra_transformer_activations_mb"] is not None:
         lines[-1] += (
-            f" ({headline['extra_memory_over_backbone_activations']:.2f} x the backbone's activations)"
+            f", of which activations kept by the encoder+decoder "
+            f"{headline['extra_transformer_activations_mb']:+.1f} MB and by the backbone "
+            f"{headline['extra_backbone_activations_mb']:+.1f} MB"
         )
     if len(report["points"]) > 1:
         lines += [
@@ -357,15 +373,17 @@ def render_markdown(report: dict) -> str:
             "Sweep, one factor at a time around the configuration above:",
             "",
             "| backbone | px | batch | rtc_max_delay | on/off time | ACT/off time | targets/s on/off | "
-            "extra MB on vs off |",
-            "|---|---|---|---|---|---|---|---|",
+            "extra MB on vs off | extra enc+dec act. MB | extra backbone act. MB |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for point in report["points"]:
             s, h = point["settings"], point["headline"]
             lines.append(
                 f"| {s['backbone']} | {s['image_size']} | {s['batch_size']} | {s['rtc_max_delay']} | "
                 f"{h['time_ratio_on_off']:.2f}x | {_fmt(h['time_ratio_act_off'], '.2f')}x | "
-                f"{h['targets_per_s_ratio_on_off']:.2f}x | {_fmt(h['extra_memory_on_vs_off_mb'], '+.1f')} |"
+                f"{h['targets_per_s_ratio_on_off']:.2f}x | {_fmt(h['extra_memory_on_vs_off_mb'], '+.1f')} | "
+                f"{_fmt(h['extra_transformer_activations_mb'], '+.1f')} | "
+                f"{_fmt(h['extra_backbone_activations_mb'], '+.1f')} |"
             )
     return "\n".join(lines)
 

@@ -394,7 +394,13 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
     # ---- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
     def predict_action_chunk(
-        self, batch: dict[str, Tensor], delay: int = 0, action_prefix: Tensor | None = None
+        self,
+        batch: dict[str, Tensor],
+        delay: int = 0,
+        action_prefix: Tensor | None = None,
+        *,
+        inference_delay: int | None = None,
+        prev_chunk_left_over: Tensor | None = None,
     ) -> Tensor:
         """Predicts the `chunk_size` actions that follow an action prefix. Returns [B, chunk_size, A] absolute
         actions, in the space the postprocessor expects.
@@ -402,7 +408,11 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         Args:
             delay: number of actions that execute while this inference runs (0..rtc_max_delay).
             action_prefix: those actions, absolute, [B, delay, A]. Required iff delay > 0.
+            inference_delay, prev_chunk_left_over: the call of LeRobot 0.6's real-time chunking runtime; see
+                `_predict_for_rtc_runtime`.
         """
+        if inference_delay is not None or prev_chunk_left_over is not None:
+            return self._predict_for_rtc_runtime(batch, inference_delay or 0, prev_chunk_left_over)
         self.eval()
         state = batch.get(OBS_STATE_KEY)
         batch_size = next(
@@ -412,6 +422,37 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         delays = torch.full((batch_size,), delay, dtype=torch.long, device=model_prefix.device)
         predicted = self.model(batch, model_prefix, delays)[0]
         return self.to_action_space(predicted, state)
+
+    def supports_rtc(self) -> bool:
+        """LeRobot 0.6's asynchronous runtime may drive this policy with real-time chunking."""
+        return True
+
+    def _predict_for_rtc_runtime(
+        self, batch: dict[str, Tensor], inference_delay: int, prev_chunk_left_over: Tensor | None
+    ) -> Tensor:
+        """LeRobot 0.6's runtime passes the unexecuted rest of the previous chunk ([T, A] or [B, T, A], in the
+        space this method returns) and expects a chunk whose index 0 is the observation's time step; it then
+        skips the actions that executed during inference. The first `inference_delay` left-over actions are
+        this policy's prefix; the returned chunk is that prefix followed by the prediction."""
+        if prev_chunk_left_over is None or inference_delay <= 0:
+            return self.predict_action_chunk(batch)
+        left_over = (
+            prev_chunk_left_over if prev_chunk_left_over.ndim == 3 else prev_chunk_left_over.unsqueeze(0)
+        )
+        delay = min(inference_delay, self.config.rtc_max_delay, left_over.shape[1])
+        if delay < inference_delay:
+            logging.warning(
+                "Inference delay %d exceeds what this policy was trained on (rtc_max_delay=%d) or the "
+                "left-over chunk; conditioning on the first %d actions.",
+                inference_delay,
+                self.config.rtc_max_delay,
+                delay,
+            )
+        if delay == 0:
+            return self.predict_action_chunk(batch)
+        prefix = left_over[:, :delay]
+        chunk = self.predict_action_chunk(batch, delay=delay, action_prefix=prefix)
+        return torch.cat([prefix.to(chunk), chunk], dim=1)[:, : self.config.chunk_size]
 
     def _inference_prefix(
         self, delay: int, action_prefix: Tensor | None, state: Tensor | None, batch_size: int

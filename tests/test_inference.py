@@ -107,3 +107,33 @@ def test_temporal_ensembling_still_works_at_delay_zero():
     observation = _observation(policy)
     actions = [policy.select_action(observation) for _ in range(3)]
     assert all(action.shape == (2, 4) for action in actions)
+
+
+def test_lerobot_rtc_runtime_call_returns_the_left_over_prefix_then_the_conditioned_chunk():
+    policy = make_policy()
+    observation = _observation(policy, batch_size=1)
+    left_over = torch.randn(6, 4)  # [T, A], as the runtime passes it
+    assert policy.supports_rtc()
+
+    chunk = policy.predict_action_chunk(observation, inference_delay=2, prev_chunk_left_over=left_over)
+
+    conditioned = policy.predict_action_chunk(observation, delay=2, action_prefix=left_over[None, :2])
+    assert chunk.shape == (1, policy.config.chunk_size, 4)
+    assert torch.equal(chunk[0, :2], left_over[:2])
+    assert torch.equal(chunk[:, 2:], conditioned[:, : policy.config.chunk_size - 2])
+
+
+def test_lerobot_rtc_runtime_first_chunk_and_excess_delay():
+    policy = make_policy()
+    observation = _observation(policy, batch_size=1)
+    first = policy.predict_action_chunk(observation, inference_delay=0, prev_chunk_left_over=None)
+    assert torch.equal(first, policy.predict_action_chunk(observation))
+    left_over = torch.randn(6, 4)
+    clamped = policy.predict_action_chunk(observation, inference_delay=9, prev_chunk_left_over=left_over)
+    expected = policy.predict_action_chunk(observation, delay=3, action_prefix=left_over[None, :3])
+    assert torch.equal(clamped[:, 3:], expected[:, : policy.config.chunk_size - 3])
+
+
+def test_lerobot_06_rtc_runtime_accepts_the_policy():
+    runtime = pytest.importorskip("lerobot.rollout.inference.rtc", reason="LeRobot's RTC runtime is 0.6+")
+    assert runtime.supports_rtc_inference(make_policy())
