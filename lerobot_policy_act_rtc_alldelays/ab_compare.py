@@ -12,6 +12,8 @@ How to read the numbers:
   normalized absolute actions: its L1 is on another scale and only reported in its own column.
 - Training time excludes evaluation and includes data loading, which costs every variant the same.
 - Normalization statistics come from the whole dataset, as lerobot-train computes them, for every variant.
+- Wall-clock times are only comparable on a steadily loaded machine. On a shared CPU, run with
+  OMP_NUM_THREADS=1: two multi-threaded processes on the same cores can slow each other's steps many-fold.
 """
 
 import argparse
@@ -28,7 +30,8 @@ from lerobot.datasets.factory import resolve_delta_timestamps
 from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 from lerobot.policies.act.configuration_act import ACTConfig
 from lerobot.policies.factory import make_policy, make_pre_post_processors
-from lerobot.processor import NormalizerProcessorStep
+from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline
 from tqdm import tqdm
 
 from .configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
@@ -43,12 +46,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data = parser.add_argument_group("data")
     data.add_argument("--dataset-root", type=Path, help="local LeRobotDataset; default: a synthetic one")
-    data.add_argument("--repo-id", default="local/act_rtc_synthetic")
+    data.add_argument("--repo-id", default="local/act_rtc_synthetic", help="the dataset's repo id")
     data.add_argument("--synthetic-episodes", type=int, default=24)
     data.add_argument("--synthetic-episode-length", type=int, default=80)
     data.add_argument("--holdout-episodes", type=int, default=4, help="the last N episodes are held out")
     run = parser.add_argument_group("training")
-    run.add_argument("--steps", type=int, default=800)
+    run.add_argument("--steps", type=int, default=500)
     run.add_argument("--eval-every", type=int, default=50)
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -90,7 +93,9 @@ def policy_config(variant: str, args: argparse.Namespace) -> PreTrainedConfig:
     )
 
 
-def prepare_data(cfg: PreTrainedConfig, args: argparse.Namespace, meta: LeRobotDatasetMetadata, root: Path):
+def prepare_data(
+    cfg: PreTrainedConfig, args: argparse.Namespace, meta: LeRobotDatasetMetadata, root: Path
+) -> tuple[LeRobotDataset, PolicyProcessorPipeline, list[dict]]:
     """Training set, preprocessor and the preprocessed held-out batches (decoded once, reused every eval)."""
     pre, _ = make_pre_post_processors(cfg, dataset_stats=meta.stats)
     if isinstance(cfg, ACTConfig):
@@ -111,7 +116,7 @@ def prepare_data(cfg: PreTrainedConfig, args: argparse.Namespace, meta: LeRobotD
 
 
 @torch.no_grad()
-def heldout_l1(policy, batches: list[dict], delays: list[int] | None) -> list[float]:
+def heldout_l1(policy: PreTrainedPolicy, batches: list[dict], delays: list[int] | None) -> list[float]:
     """Held-out L1 per delay (`delays=None`: ACT, one value), averaged over samples."""
     policy.eval()
     totals = np.zeros(1 if delays is None else len(delays))
@@ -134,7 +139,14 @@ def forever(loader: torch.utils.data.DataLoader) -> Iterator[dict]:
         yield from loader
 
 
-def train_variant(variant: str, seed: int, args, meta, root: Path, data_cache: dict) -> list[dict]:
+def train_variant(
+    variant: str,
+    seed: int,
+    args: argparse.Namespace,
+    meta: LeRobotDatasetMetadata,
+    root: Path,
+    data_cache: dict,
+) -> list[dict]:
     """Trains one variant from scratch; returns one CSV row per evaluation (step 0 included)."""
     cfg = policy_config(variant, args)
     # Seeding right before creation gives on and off the same initial weights.
@@ -284,23 +296,22 @@ def plot(rows: list[dict], summary: dict, out: Path) -> None:
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    variants = [v for v in ("off", "on", "act") if any(r["variant"] == v for r in rows)]
+    seeds = summary["settings"]["seeds"]
+    budget = float(np.mean(list(summary["equal_time_budget_seconds"].values())))
     colors = {"off": "tab:blue", "on": "tab:orange", "act": "tab:gray"}
 
     def curves(variant: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Steps, seconds (mean over seeds: eval steps are shared, times differ) and values [seed, point]."""
-        seeds = summary["settings"]["seeds"]
         runs = [[r for r in rows if r["variant"] == variant and r["seed"] == s] for s in seeds]
+        steps = np.array([r["step"] for r in runs[0]])
         seconds = np.array([[r["seconds"] for r in run] for run in runs]).mean(axis=0)
-        return (
-            np.array([r["step"] for r in runs[0]]),
-            seconds,
-            np.array([[r[key] for r in run] for run in runs]),
-        )
+        return steps, seconds, np.array([[r[key] for r in run] for run in runs])
 
-    panels = [("heldout_l1_mean", "held-out L1, mean over delays", ("off", "on"))]
-    panels.append(("train_loss", "train loss (running mean)", ("off", "on")))
-    if "act" in variants:
+    panels = [
+        ("heldout_l1_mean", "held-out L1, mean over delays", ("off", "on")),
+        ("train_loss", "train loss (running mean)", ("off", "on")),
+    ]
+    if any(r["variant"] == "act" for r in rows):
         panels.append(("heldout_l1_mean", "LeRobot ACT held-out L1\n(absolute actions: own scale)", ("act",)))
     for x_name, x_label in (("step", "training step"), ("seconds", "training seconds (eval excluded)")):
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
@@ -311,43 +322,39 @@ def plot(rows: list[dict], summary: dict, out: Path) -> None:
                 ax.plot(x, values.mean(axis=0), color=colors[variant], label=f"{variant} (mean)")
                 ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=colors[variant], alpha=0.25)
             if x_name == "seconds":
-                ax.axvline(
-                    np.mean(list(summary["equal_time_budget_seconds"].values())),
-                    color="k",
-                    ls=":",
-                    label="equal-time budget",
-                )
-            ax.set(title=title, xlabel=x_label, yscale="log")
+                ax.axvline(budget, color="k", ls=":", label="equal-time budget")
+            ax.set(title=title, xlabel=x_label)
             ax.legend(title="band: min-max over seeds", fontsize=8)
         fig.tight_layout()
         fig.savefig(out / f"ab_loss_vs_{x_name}.png", dpi=120)
         plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, regime, title in zip(
-        axes, ("equal_steps", "equal_time"), ("equal steps", "equal wall-clock"), strict=True
-    ):
+    on_steps = summary["equal_time"]["steps"]["on"]
+    titles = {
+        "equal_steps": f"equal steps (step {summary['equal_steps']['steps']['off'][0]})",
+        "equal_time": f"equal wall-clock ({budget:.1f} s; on at steps {on_steps})",
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    tops = []
+    for ax, (regime, title) in zip(axes, titles.items(), strict=True):
         table = summary[regime]["rows"]
-        names = list(table)
-        x = np.arange(len(names))
+        x = np.arange(len(table))
         for offset, variant in ((-0.2, "off"), (0.2, "on")):
-            means = [table[n][variant]["mean"] for n in names]
-            stds = [table[n][variant]["std"] for n in names]
+            means = [entry[variant]["mean"] for entry in table.values()]
+            stds = [entry[variant]["std"] for entry in table.values()]
             ax.bar(x + offset, means, 0.4, yerr=stds, capsize=4, color=colors[variant], label=variant)
-        for i, name in enumerate(names):
-            top = max(table[name][v]["mean"] + table[name][v]["std"] for v in ("off", "on"))
-            ax.text(
-                i,
-                top * 1.02,
-                table[name]["verdict"].replace(" (", "\n("),
-                ha="center",
-                va="bottom",
-                fontsize=7,
-            )
-        ax.set_xticks(x, [n.replace("delay_", "delay ").replace("mean", "all delays") for n in names])
-        ax.set(title=f"held-out L1 at {title} (error bar: std over seeds)", ylabel="held-out L1 (relative)")
-        ax.legend()
-    fig.tight_layout()
+        for i, entry in enumerate(table.values()):
+            tops.append(max(entry[v]["mean"] + entry[v]["std"] for v in ("off", "on")))
+            change = entry["on"]["mean"] / entry["off"]["mean"] - 1
+            label = f"on {change:+.1%}\n" + entry["verdict"].replace(" (", "\n(")
+            ax.text(i, tops[-1] * 1.02, label, ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, [n.replace("delay_", "delay ").replace("mean", "all delays") for n in table])
+        ax.set(title=f"held-out L1 at {title}", ylabel="held-out L1 (relative actions)")
+    axes[0].set_ylim(0, 1.3 * max(tops))  # room for the verdicts above both panels (they share y)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, title="error bar: std over seeds"
+    )
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(out / "ab_heldout_per_delay.png", dpi=120)
     plt.close(fig)
 

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 from importlib.metadata import version
@@ -31,7 +32,8 @@ from torch import Tensor, nn
 from .configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
 from .modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
 
-ON, OFF, ACT = "all_delays_on", "all_delays_off", "lerobot_act"
+ON, SHARED, OFF, ACT = "all_delays_on", "all_delays_shared_obs", "all_delays_off", "lerobot_act"
+ALL_DELAYS = (ON, SHARED)  # batch expansion, and shared-observation packing
 STAGES = ("backbone", "encoder", "decoder")
 IMAGE_KEY = "observation.images.cam"
 STATE_DIM = 6
@@ -40,9 +42,10 @@ MB = 2**20
 NO_MEMORY = {"peak_step_memory_mb": None} | {f"{stage}_activations_mb": None for stage in STAGES}
 MEMORY_MEANING = {
     "cuda": "CUDA allocator peak of one step minus the allocation before it (weights, batches); "
-    "gradients are freed before each step, so they count in the peak.",
+    "gradients are freed before each step, so they count in the peak. Activations: allocation growth over "
+    "a stage's forward.",
     "cpu": "Peak RSS of one step minus the RSS before it, in a fresh process after a warm-up step (Linux); "
-    "gradients are freed before each step, so they count in the peak.",
+    "gradients are freed before each step, so they count in the peak. Activations: RSS growth over a stage.",
 }
 
 
@@ -62,8 +65,30 @@ class Settings:
 
 # The design note's configuration, and a small one that finishes in about two minutes on two CPU cores.
 DEFAULTS = {
-    "cuda": Settings("resnet34", 224, 32, 8, 3, 512, 3200, 4, warmup=5, steps=30),
-    "cpu": Settings("resnet18", 96, 8, 8, 3, 256, 1024, 4, warmup=2, steps=6),
+    "cuda": Settings(
+        backbone="resnet34",
+        image_size=224,
+        batch_size=32,
+        chunk_size=8,
+        rtc_max_delay=3,
+        dim_model=512,
+        dim_feedforward=3200,
+        n_layers=4,
+        warmup=5,
+        steps=30,
+    ),
+    "cpu": Settings(
+        backbone="resnet18",
+        image_size=96,
+        batch_size=8,
+        chunk_size=8,
+        rtc_max_delay=3,
+        dim_model=256,
+        dim_feedforward=1024,
+        n_layers=4,
+        warmup=2,
+        steps=10,
+    ),
 }
 SWEEP = {
     "rtc_max_delay": (1, 3, 7),
@@ -78,7 +103,7 @@ class Variant:
     name: str
     policy: nn.Module
     batch: dict[str, Tensor]
-    targets_per_step: int  # supervised action chunks' steps: B * D * chunk with all delays, else B * chunk
+    targets_per_step: int  # supervised actions: B * D * chunk with all delays on, else B * chunk
 
 
 def build_variant(name: str, settings: Settings, device: torch.device) -> Variant:
@@ -110,12 +135,15 @@ def build_variant(name: str, settings: Settings, device: torch.device) -> Varian
         window, targets = s.chunk_size, s.batch_size * s.chunk_size
     else:
         config = ACTRelativeRTCAllDelaysConfig(
-            rtc_max_delay=s.rtc_max_delay, rtc_train_all_delays=name == ON, **shared
+            rtc_max_delay=s.rtc_max_delay,
+            rtc_train_all_delays=name in ALL_DELAYS,
+            rtc_prefix_attention="shared_observation" if name == SHARED else "full",
+            **shared,
         )
         policy = ACTRelativeRTCAllDelaysPolicy(config)
         policy.relative_action_normalizer.set_stats(torch.zeros(STATE_DIM), torch.ones(STATE_DIM))
         window = config.action_window_size
-        targets = s.batch_size * s.chunk_size * (config.n_delays if name == ON else 1)
+        targets = s.batch_size * s.chunk_size * (config.n_delays if name in ALL_DELAYS else 1)
     batch = {
         IMAGE_KEY: torch.rand(s.batch_size, 3, s.image_size, s.image_size),
         "observation.state": torch.randn(s.batch_size, STATE_DIM),
@@ -212,31 +240,40 @@ def time_interleaved(variants: list[Variant], settings: Settings, clock: Clock) 
     return medians
 
 
+class KeptMemory:
+    """What each stage's forward leaves allocated, read by `allocated_bytes` before and after it: the
+    activations the stage saves for the backward pass, and its output."""
+
+    def __init__(self, model: nn.Module, allocated_bytes: Callable[[], int]):
+        self.allocated_bytes = allocated_bytes
+        self.kept = dict.fromkeys(STAGES, 0)
+        self.handles = []
+        for stage in STAGES:
+            module = getattr(model, stage)
+            self.handles.append(module.register_forward_pre_hook(partial(self._add, stage, -1)))
+            self.handles.append(module.register_forward_hook(partial(self._add, stage, 1)))
+
+    def _add(self, stage: str, sign: int, *_) -> None:
+        self.kept[stage] += sign * self.allocated_bytes()
+
+    def remove_mb(self) -> dict[str, float]:
+        for handle in self.handles:
+            handle.remove()
+        return {f"{stage}_activations_mb": kept / MB for stage, kept in self.kept.items()}
+
+
 def cuda_memory(variant: Variant) -> dict[str, float]:
-    """Step peak above the resident allocation, and what each stage's forward leaves allocated: the
-    activations it saves for the backward pass, and its output."""
-    kept = dict.fromkeys(STAGES, 0)
-
-    def before(stage: str, *_) -> None:
-        kept[stage] -= torch.cuda.memory_allocated()
-
-    def after(stage: str, *_) -> None:
-        kept[stage] += torch.cuda.memory_allocated()
-
-    model = variant.policy.model
-    handles = [getattr(model, stage).register_forward_pre_hook(partial(before, stage)) for stage in STAGES]
-    handles += [getattr(model, stage).register_forward_hook(partial(after, stage)) for stage in STAGES]
+    """Step peak above the resident allocation, and the activations each stage keeps."""
     variant.policy.zero_grad(set_to_none=True)
     gc.collect()
     torch.cuda.synchronize()
+    kept = KeptMemory(variant.policy.model, torch.cuda.memory_allocated)
     resident = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     train_step(variant)
     torch.cuda.synchronize()
-    for handle in handles:
-        handle.remove()
     peak = (torch.cuda.max_memory_allocated() - resident) / MB
-    return {"peak_step_memory_mb": peak} | {f"{stage}_activations_mb": kept[stage] / MB for stage in STAGES}
+    return {"peak_step_memory_mb": peak} | kept.remove_mb()
 
 
 def _proc_status_bytes(key: str) -> int:
@@ -246,34 +283,36 @@ def _proc_status_bytes(key: str) -> int:
     raise KeyError(key)
 
 
-def cpu_step_peak_mb(name: str, settings: Settings) -> float:
-    """Run by `cpu_memory` in a fresh process: the peak RSS of one step above the RSS before it."""
+def cpu_memory_in_this_process(name: str, settings: Settings) -> dict[str, float]:
+    """Run by `cpu_memory` in a fresh process: the peak RSS of one step above the RSS before it, and the
+    activations each stage keeps, as RSS growth."""
     variant = build_variant(name, settings, torch.device("cpu"))
     # The first step faults in library code and builds kernels, which then stay resident: keep them out.
     train_step(variant)
     variant.policy.zero_grad(set_to_none=True)
+    kept = KeptMemory(variant.policy.model, partial(_proc_status_bytes, "VmRSS"))
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM) to the current RSS
     before = _proc_status_bytes("VmRSS")
     train_step(variant)
-    return (_proc_status_bytes("VmHWM") - before) / MB
+    return {"peak_step_memory_mb": (_proc_status_bytes("VmHWM") - before) / MB} | kept.remove_mb()
 
 
 def cpu_memory(name: str, settings: Settings) -> dict[str, float | None]:
     """Each variant runs in a fresh process, since glibc keeps freed memory for reuse and a step could then
     peak inside memory that an earlier step already made resident. A fixed mmap threshold makes glibc
     return every tensor-sized block to the system when it is freed, so the warm-up step leaves none."""
-    peak = None
-    if sys.platform.startswith("linux"):
-        code = (
-            f"from lerobot_policy_act_rtc_alldelays.benchmark import Settings, cpu_step_peak_mb\n"
-            f"print(cpu_step_peak_mb({name!r}, Settings(**{asdict(settings)!r})))"
-        )
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-        child = subprocess.run(
-            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True, check=True
-        )
-        peak = float(child.stdout.split()[-1])
-    return NO_MEMORY | {"peak_step_memory_mb": peak}
+    if not sys.platform.startswith("linux"):
+        return NO_MEMORY
+    code = (
+        "import json\n"
+        "from lerobot_policy_act_rtc_alldelays.benchmark import Settings, cpu_memory_in_this_process\n"
+        f"print(json.dumps(cpu_memory_in_this_process({name!r}, Settings(**{asdict(settings)!r}))))"
+    )
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    child = subprocess.run(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True, check=True
+    )
+    return json.loads(child.stdout.splitlines()[-1])
 
 
 def transformer_activations(row: dict) -> float | None:
@@ -302,15 +341,19 @@ def benchmark_point(settings: Settings, names: list[str], device: torch.device, 
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-    on, off, act = results[ON], results[OFF], results.get(ACT)
+    on, shared, off, act = results[ON], results[SHARED], results[OFF], results.get(ACT)
     extra_mb = _difference(on["peak_step_memory_mb"], off["peak_step_memory_mb"])
     headline = {
         "time_ratio_on_off": on["step_ms"] / off["step_ms"],
+        "time_ratio_shared_off": shared["step_ms"] / off["step_ms"],
+        "extra_memory_shared_vs_off_mb": _difference(
+            shared["peak_step_memory_mb"], off["peak_step_memory_mb"]
+        ),
         "time_ratio_act_off": act["step_ms"] / off["step_ms"] if act else None,
         "targets_per_s_ratio_on_off": on["targets_per_s"] / off["targets_per_s"],
         "extra_memory_on_vs_off_mb": extra_mb,
         # All delays may only add the transformer's activations for B*D sequences, nothing of image size:
-        # the backbone's share should be ~0 and the transformer's most of the extra peak (CUDA only).
+        # the backbone's should not grow. The peak grows less when the gradients, not activations, set it.
         "extra_backbone_activations_mb": _difference(
             on["backbone_activations_mb"], off["backbone_activations_mb"]
         ),
@@ -333,8 +376,8 @@ def render_markdown(report: dict) -> str:
         f"Device: {env['device']} | torch {env['torch']} | lerobot {env['lerobot']}",
         "Configuration: " + ", ".join(f"{k}={v}" for k, v in base["settings"].items()),
         "",
-        "| variant | step ms (median) | vs off | targets/step | targets/s | peak step MB | extra MB vs off "
-        "| backbone act. MB | enc+dec act. MB |",
+        "| variant | step ms (median) | vs off | targets/step | targets/s | peak step MB "
+        "| extra peak MB vs off | backbone act. MB | enc+dec act. MB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in variants.items():
@@ -357,14 +400,15 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {name} | {row['forward_ms']:.1f} | {stages} | {row['backward_ms']:.1f} |")
     lines += [
         "",
-        f"Headline: step time on/off {headline['time_ratio_on_off']:.2f}x; supervised targets/s on/off "
-        f"{headline['targets_per_s_ratio_on_off']:.2f}x; extra memory on vs off "
+        f"Headline: step time on/off {headline['time_ratio_on_off']:.2f}x (shared-observation "
+        f"{headline['time_ratio_shared_off']:.2f}x); supervised targets/s on/off "
+        f"{headline['targets_per_s_ratio_on_off']:.2f}x; extra peak memory on vs off "
         f"{_fmt(headline['extra_memory_on_vs_off_mb'], '+.1f')} MB",
     ]
     if headline["extra_transformer_activations_mb"] is not None:
         lines[-1] += (
-            f", of which activations kept by the encoder+decoder "
-            f"{headline['extra_transformer_activations_mb']:+.1f} MB and by the backbone "
+            f"; extra activations kept by the encoder+decoder "
+            f"{headline['extra_transformer_activations_mb']:+.1f} MB, by the backbone "
             f"{headline['extra_backbone_activations_mb']:+.1f} MB"
         )
     if len(report["points"]) > 1:
@@ -372,15 +416,16 @@ def render_markdown(report: dict) -> str:
             "",
             "Sweep, one factor at a time around the configuration above:",
             "",
-            "| backbone | px | batch | rtc_max_delay | on/off time | ACT/off time | targets/s on/off | "
-            "extra MB on vs off | extra enc+dec act. MB | extra backbone act. MB |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| backbone | px | batch | rtc_max_delay | on/off time | shared-obs/off time | ACT/off time | "
+            "targets/s on/off | extra peak MB on vs off | extra enc+dec act. MB | extra backbone act. MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for point in report["points"]:
             s, h = point["settings"], point["headline"]
             lines.append(
                 f"| {s['backbone']} | {s['image_size']} | {s['batch_size']} | {s['rtc_max_delay']} | "
-                f"{h['time_ratio_on_off']:.2f}x | {_fmt(h['time_ratio_act_off'], '.2f')}x | "
+                f"{h['time_ratio_on_off']:.2f}x | {h['time_ratio_shared_off']:.2f}x | "
+                f"{_fmt(h['time_ratio_act_off'], '.2f')}x | "
                 f"{h['targets_per_s_ratio_on_off']:.2f}x | {_fmt(h['extra_memory_on_vs_off_mb'], '+.1f')} | "
                 f"{_fmt(h['extra_transformer_activations_mb'], '+.1f')} | "
                 f"{_fmt(h['extra_backbone_activations_mb'], '+.1f')} |"
@@ -418,6 +463,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
+    # Other processes on the CPU cores stall torch's threads at every parallel region: keep the load in view.
+    load_average = os.getloadavg()[0]
     if device.type == "cuda":
         if device.index is not None:
             torch.cuda.set_device(device)  # the allocator statistics read the current device
@@ -426,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
     overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name) is not None}
     base = replace(DEFAULTS[device.type], **overrides)
-    names = [ON, OFF] if args.no_act else [ON, OFF, ACT]
+    names = [ON, SHARED, OFF] if args.no_act else [ON, SHARED, OFF, ACT]
     points = sweep_points(base) if args.sweep else [base]
     results = []
     for index, settings in enumerate(points, 1):
@@ -436,7 +483,10 @@ def main(argv: list[str] | None = None) -> None:
         device_name = torch.cuda.get_device_name(device)
     else:
         cpu = platform.processor() or platform.machine()
-        device_name = f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
+        device_name = (
+            f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+            f"load average {load_average:.2f} at start"
+        )
     report = {
         "environment": {"device": device_name, "torch": torch.__version__, "lerobot": version("lerobot")},
         "memory_meaning": MEMORY_MEANING[device.type],
