@@ -14,6 +14,25 @@ STATE_DIM = 4
 IMAGE_SIZE = 64
 
 
+# The same tiny policy for the real lerobot-train CLI: ResNet18 from scratch on 32 px, dim 32, one layer each.
+TINY_POLICY_CLI_ARGS = [
+    "--policy.type=act_relative_rtc_alldelays",
+    "--policy.device=cpu",
+    "--policy.pretrained_backbone_weights=null",
+    "--policy.push_to_hub=false",
+    "--policy.chunk_size=5",
+    "--policy.n_action_steps=5",
+    "--policy.rtc_max_delay=2",
+    "--policy.dim_model=32",
+    "--policy.n_heads=4",
+    "--policy.dim_feedforward=64",
+    "--policy.n_encoder_layers=1",
+    "--policy.n_decoder_layers=1",
+    "--policy.n_vae_encoder_layers=1",
+    "--policy.downscale_img_square=32",
+]
+
+
 def tiny_config(**overrides) -> ACTRelativeRTCAllDelaysConfig:
     """A model small enough for CPU tests: ResNet18 on 64 px, dim 32, one layer each."""
     fields = dict(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_batch, make_policy
+from conftest import TINY_POLICY_CLI_ARGS, make_batch, make_policy
 
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
 
@@ -57,22 +57,9 @@ def test_lerobot_train_under_accelerate_with_two_processes(synthetic_dataset, tm
         "lerobot.scripts.lerobot_train",
         f"--dataset.repo_id={meta.repo_id}",
         f"--dataset.root={meta.root}",
-        "--policy.type=act_relative_rtc_alldelays",
+        *TINY_POLICY_CLI_ARGS,
         "--policy.rtc_train_all_delays=true",
         "--policy.use_vae=true",
-        "--policy.device=cpu",
-        "--policy.pretrained_backbone_weights=null",
-        "--policy.push_to_hub=false",
-        "--policy.chunk_size=4",
-        "--policy.n_action_steps=4",
-        "--policy.rtc_max_delay=2",
-        "--policy.dim_model=32",
-        "--policy.n_heads=4",
-        "--policy.dim_feedforward=64",
-        "--policy.n_encoder_layers=1",
-        "--policy.n_decoder_layers=1",
-        "--policy.n_vae_encoder_layers=1",
-        "--policy.downscale_img_square=32",
         "--batch_size=2",
         "--steps=3",
         "--save_freq=3",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_POLICY_CLI_ARGS
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.policies.factory import make_pre_post_processors
 from safetensors.torch import load_file
@@ -40,20 +41,7 @@ def trained_checkpoint(synthetic_dataset, tmp_path_factory):
         [
             f"--dataset.repo_id={meta.repo_id}",
             f"--dataset.root={meta.root}",
-            "--policy.type=act_relative_rtc_alldelays",
-            "--policy.device=cpu",
-            "--policy.pretrained_backbone_weights=null",
-            "--policy.push_to_hub=false",
-            "--policy.chunk_size=5",
-            "--policy.n_action_steps=5",
-            "--policy.rtc_max_delay=2",
-            "--policy.dim_model=32",
-            "--policy.n_heads=4",
-            "--policy.dim_feedforward=64",
-            "--policy.n_encoder_layers=1",
-            "--policy.n_decoder_layers=1",
-            "--policy.n_vae_encoder_layers=1",
-            "--policy.downscale_img_square=32",
+            *TINY_POLICY_CLI_ARGS,
             "--batch_size=4",
             "--steps=3",
             "--save_freq=3",
