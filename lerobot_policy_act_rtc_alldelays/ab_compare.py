@@ -1,10 +1,19 @@
-"""A/B training comparison: all-delays RTC training on vs off, optionally against LeRobot's ACT.
+"""A/B training comparison of the RTC training variants (off, on, shared), optionally against LeRobot's ACT.
 
-Every variant trains on the same local dataset with the same seed (so the same initial weights for on and
-off, and the same data order for all), the same batch size and the same number of steps. The last episodes
-are held out whole; every `--eval-every` steps the held-out L1 is measured at every delay 0..rtc_max_delay.
-The summary compares on and off at equal steps (the last step) and at equal wall-clock training time, and
-repeats everything over several seeds: a difference smaller than the spread over seeds counts as none.
+The variants (`--variants`, default all three):
+- off: one random delay per sample (`rtc_train_all_delays=false`), full attention. The baseline.
+- on: every delay of every sample (`rtc_train_all_delays=true`), full attention: the batch is expanded to
+  batch * n_delays sequences after the backbone.
+- shared: every delay of every sample with `rtc_prefix_attention=shared_observation`: one packed sequence per
+  sample under block masks, observation tokens blind to the prefix. Cheaper per step than on.
+
+Every variant trains on the same local dataset with the same seed (so the same initial weights for the RTC
+variants, which share their parameters, and the same data order for all), the same batch size and the same
+number of steps. The last episodes are held out whole; every `--eval-every` steps the held-out L1 is measured
+at every delay 0..rtc_max_delay, each variant with its own attention masks (those it uses at inference). The
+summary compares every variant with off, and shared with on, at equal steps (the last step) and at equal
+wall-clock training time, and repeats everything over several seeds: a difference smaller than the spread
+over seeds counts as none.
 
 How to read the numbers:
 - The VAE is off (`use_vae=False`) so the loss is exactly the L1 and the held-out L1 is deterministic.
@@ -38,7 +47,24 @@ from .configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysCon
 from .image_resize import PadToSquareResizeProcessorStep
 from .synthetic_dataset import make_synthetic_dataset
 
-RTC_VARIANTS = {"off": False, "on": True}  # variant name -> rtc_train_all_delays
+# Variant name -> its config fields. They change the loss and the attention masks, never the parameters, so
+# one seed gives every variant the same initial weights.
+RTC_VARIANTS = {
+    "off": dict(rtc_train_all_delays=False, rtc_prefix_attention="full"),
+    "on": dict(rtc_train_all_delays=True, rtc_prefix_attention="full"),
+    "shared": dict(rtc_train_all_delays=True, rtc_prefix_attention="shared_observation"),
+}
+VARIANT_DESCRIPTIONS = {
+    "off": "one random delay per sample, full attention (the baseline)",
+    "on": "all delays per sample, full attention (batch expansion)",
+    "shared": "all delays per sample, shared_observation attention (one packed sequence per sample, "
+    "observation tokens blind to the prefix)",
+}
+BASELINE = "off"
+# (candidate, reference) pairs that get a verdict: every variant against the baseline, and shared against on,
+# which isolates what the cheaper attention costs at the same all-delays training.
+PAIRS = (("on", "off"), ("shared", "off"), ("shared", "on"))
+COLORS = {"off": "tab:blue", "on": "tab:orange", "shared": "tab:green", "act": "tab:gray"}
 EVAL_BATCH_SIZE = 64  # only speeds evaluation up: the held-out mean is weighted by batch size
 
 
@@ -55,6 +81,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--eval-every", type=int, default=50)
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(RTC_VARIANTS),
+        default=list(RTC_VARIANTS),
+        help=f"RTC variants to train; '{BASELINE}' is the baseline and must be included",
+    )
     run.add_argument("--with-act", action="store_true", help="also train LeRobot's ACT (own loss scale)")
     run.add_argument("--num-workers", type=int, default=0)
     run.add_argument("--output-dir", type=Path, default=Path("ab_compare_out"))
@@ -65,7 +98,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     model.add_argument("--chunk-size", type=int, default=8)
     model.add_argument("--rtc-max-delay", type=int, default=3)
     model.add_argument("--lr", type=float, default=1e-4, help="for the transformer and the backbone")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if BASELINE not in args.variants:
+        parser.error(f"--variants must include '{BASELINE}': every other variant is compared with it")
+    args.variants = [v for v in RTC_VARIANTS if v in args.variants]  # canonical order, no repeats
+    if len(args.variants) < 2:
+        parser.error(f"--variants needs a variant to compare with '{BASELINE}' (choose from on, shared)")
+    return args
 
 
 def policy_config(variant: str, args: argparse.Namespace) -> PreTrainedConfig:
@@ -87,10 +126,20 @@ def policy_config(variant: str, args: argparse.Namespace) -> PreTrainedConfig:
         return ACTConfig(**shared)
     return ACTRelativeRTCAllDelaysConfig(
         **shared,
+        **RTC_VARIANTS[variant],
         rtc_max_delay=args.rtc_max_delay,
-        rtc_train_all_delays=RTC_VARIANTS[variant],
         downscale_img_square=args.image_size,
     )
+
+
+def initial_policy(
+    variant: str, seed: int, args: argparse.Namespace, meta: LeRobotDatasetMetadata
+) -> PreTrainedPolicy:
+    """The untrained policy of a variant. Seeding right before creation gives every RTC variant the same
+    initial weights for a seed, so differences come from training alone."""
+    cfg = policy_config(variant, args)
+    torch.manual_seed(seed)
+    return make_policy(cfg, ds_meta=meta)
 
 
 def prepare_data(
@@ -148,12 +197,10 @@ def train_variant(
     data_cache: dict,
 ) -> list[dict]:
     """Trains one variant from scratch; returns one CSV row per evaluation (step 0 included)."""
-    cfg = policy_config(variant, args)
-    # Seeding right before creation gives on and off the same initial weights.
-    torch.manual_seed(seed)
-    policy = make_policy(cfg, ds_meta=meta)
+    policy = initial_policy(variant, seed, args, meta)
+    cfg = policy.config
     kind = "act" if variant == "act" else "rtc"
-    if kind not in data_cache:
+    if kind not in data_cache:  # the RTC variants share their preprocessing: only the model differs
         data_cache[kind] = prepare_data(cfg, args, meta, root)
     train_set, pre, holdout = data_cache[kind]
     delays = None if kind == "act" else list(range(cfg.n_delays))
@@ -200,28 +247,34 @@ def train_variant(
     return rows
 
 
-def verdict(off: np.ndarray, on: np.ndarray) -> str:
+def verdict(candidate: str, reference: str, values: dict[str, np.ndarray]) -> str:
     """The rule: a mean difference no larger than the larger std over seeds is no difference."""
-    if len(off) < 2:
+    ours, theirs = values[candidate], values[reference]
+    if len(ours) < 2:
         return "undecided (one seed)"
-    diff = on.mean() - off.mean()
-    if abs(diff) <= max(off.std(ddof=1), on.std(ddof=1)):
+    diff = ours.mean() - theirs.mean()
+    if abs(diff) <= max(ours.std(ddof=1), theirs.std(ddof=1)):
         return "no difference (within spread)"
-    return "on better" if diff < 0 else "off better"
+    return f"{candidate} better" if diff < 0 else f"{reference} better"
 
 
 def spread(values: np.ndarray) -> dict:
     return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
 
 
-def summarize(rows: list[dict], args: argparse.Namespace) -> dict:
-    variants = sorted({r["variant"] for r in rows}, key=["off", "on", "act"].index)
+def compared_pairs(variants: list[str]) -> list[tuple[str, str]]:
+    return [(c, r) for c, r in PAIRS if c in variants and r in variants]
+
+
+def summarize(rows: list[dict], args: argparse.Namespace, dataset_root: Path) -> dict:
+    variants = args.variants + (["act"] if args.with_act else [])
     runs: dict[tuple[int, str], list[dict]] = {}
     for row in rows:
         runs.setdefault((row["seed"], row["variant"]), []).append(row)
-    # Equal time: the budget is what the faster RTC variant needed for all its steps, per seed; every variant
+    # Equal time: the budget is what the fastest RTC variant needed for all its steps, per seed; every variant
     # is read at its last evaluation at or before it.
-    budget = {s: min(runs[s, v][-1]["seconds"] for v in RTC_VARIANTS) for s in args.seeds}
+    fastest = {s: min(args.variants, key=lambda v, s=s: runs[s, v][-1]["seconds"]) for s in args.seeds}
+    budget = {s: runs[s, fastest[s]][-1]["seconds"] for s in args.seeds}
     picks = {
         "equal_steps": {key: run[-1] for key, run in runs.items()},
         "equal_time": {
@@ -231,22 +284,28 @@ def summarize(rows: list[dict], args: argparse.Namespace) -> dict:
     columns = [f"heldout_l1_delay_{d}" for d in range(args.rtc_max_delay + 1)] + ["heldout_l1_mean"]
     summary = {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        # The root actually read: settings.dataset_root is None when the synthetic dataset is used.
+        "dataset_root": str(dataset_root.resolve()),
+        "dataset_synthetic": args.dataset_root is None,
+        "variants": {v: VARIANT_DESCRIPTIONS[v] for v in args.variants},
         "seconds_per_step": {
             v: spread(np.array([runs[s, v][-1]["seconds"] / args.steps for s in args.seeds]))
             for v in variants
         },
         "equal_time_budget_seconds": budget,
-        "verdict_rule": "per delay: 'no difference' if |mean(on) - mean(off)| <= max(std(on), std(off)) "
-        "over seeds (sample std), else the lower held-out L1 is better",
+        "equal_time_budget_variant": fastest,
+        "verdict_rule": "per delay and pair (A vs B): 'no difference' if |mean(A) - mean(B)| <= "
+        "max(std(A), std(B)) over seeds (sample std), else the lower held-out L1 is better",
     }
     for regime, pick in picks.items():
         table = {"steps": {v: [pick[s, v]["step"] for s in args.seeds] for v in variants}, "rows": {}}
         for col in columns:
-            values = {v: np.array([pick[s, v][col] for s in args.seeds]) for v in RTC_VARIANTS}
-            entry = {v: spread(values[v]) for v in RTC_VARIANTS}
-            entry["verdict"] = verdict(values["off"], values["on"])
+            values = {v: np.array([pick[s, v][col] for s in args.seeds]) for v in args.variants}
+            entry: dict = {v: spread(values[v]) for v in args.variants}
+            pairs = compared_pairs(args.variants)
+            entry["verdicts"] = {f"{c}_vs_{r}": verdict(c, r, values) for c, r in pairs}
             table["rows"][col.removeprefix("heldout_l1_")] = entry
-        if "act" in variants:
+        if args.with_act:
             table["act_heldout_l1"] = spread(
                 np.array([pick[s, "act"]["heldout_l1_mean"] for s in args.seeds])
             )
@@ -258,36 +317,51 @@ def markdown(summary: dict) -> str:
     """The summary as the markdown printed at the end and saved as ab_summary.md."""
     fmt = "{mean:.4f} ± {std:.4f}".format
     steps, timed = summary["equal_steps"], summary["equal_time"]
+    variants = list(summary["variants"])
+    pairs = compared_pairs(variants)
     per_step = ", ".join(f"{v} {fmt(**s)}" for v, s in summary["seconds_per_step"].items())
-    budgets = ", ".join(f"{t:.0f} s" for t in summary["equal_time_budget_seconds"].values())
+    budgets = ", ".join(
+        f"seed {seed}: {summary['equal_time_budget_variant'][seed]} {t:.0f} s"
+        for seed, t in summary["equal_time_budget_seconds"].items()
+    )
+    read_at = ", ".join(f"{v} at steps {timed['steps'][v]}" for v in variants)
     lines = [
-        "## A/B: all-delays training on vs off (held-out L1, normalized relative actions, lower is better)",
+        "## A/B: RTC training variants (held-out L1, normalized relative actions, lower is better)",
         "",
+        *(f"- {v}: {text}" for v, text in summary["variants"].items()),
+        "",
+        f"Dataset: {summary['dataset_root']}{' (synthetic)' if summary['dataset_synthetic'] else ''}.",
         f"Seeds {summary['settings']['seeds']}, mean ± std over seeds. Seconds per step: {per_step}.",
-        f"Equal steps: step {steps['steps']['off'][0]}. Equal wall-clock: the budget is the training time of "
-        f"the faster variant, per seed ({budgets}); each variant is read at its last evaluation within it "
-        f"(off at steps {timed['steps']['off']}, on at steps {timed['steps']['on']}).",
+        f"Equal steps: step {steps['steps'][BASELINE][0]}. Equal wall-clock: the budget is the training time "
+        f"of the fastest variant, per seed ({budgets}); each variant is read at its last evaluation within "
+        f"it ({read_at}).",
         f"Verdict rule: {summary['verdict_rule']}.",
-        "",
-        "| delay | off, equal steps | on, equal steps | verdict "
-        "| off, equal time | on, equal time | verdict |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for name, row in steps["rows"].items():
-        other = timed["rows"][name]
-        label = name.removeprefix("delay_") if name.startswith("delay_") else "mean over delays"
-        lines.append(
-            f"| {label} | {fmt(**row['off'])} | {fmt(**row['on'])} | {row['verdict']} "
-            f"| {fmt(**other['off'])} | {fmt(**other['on'])} | {other['verdict']} |"
-        )
+    header = ["delay", *variants, *(f"{c} vs {r}" for c, r in pairs)]
+    for title, table in (("Equal steps", steps), ("Equal wall-clock", timed)):
+        lines += ["", f"### {title}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        for name, row in table["rows"].items():
+            label = name.removeprefix("delay_") if name.startswith("delay_") else "mean over delays"
+            cells = [label, *(fmt(**row[v]) for v in variants)]
+            cells += [row["verdicts"][f"{c}_vs_{r}"] for c, r in pairs]
+            lines.append("| " + " | ".join(cells) + " |")
     if "act_heldout_l1" in steps:
         lines += [
             "",
             "LeRobot ACT held-out L1, in normalized ABSOLUTE actions (another scale: not comparable with the "
-            f"table): equal steps {fmt(**steps['act_heldout_l1'])}, equal time "
+            f"tables): equal steps {fmt(**steps['act_heldout_l1'])}, equal time "
             f"{fmt(**timed['act_heldout_l1'])} (steps {timed['steps']['act']}).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def short_verdict(text: str, candidate: str, reference: str) -> str:
+    return {
+        f"{candidate} better": "better",
+        f"{reference} better": "worse",
+        "no difference (within spread)": "≈",
+        "undecided (one seed)": "?",
+    }[text]
 
 
 def plot(rows: list[dict], summary: dict, out: Path) -> None:
@@ -297,8 +371,8 @@ def plot(rows: list[dict], summary: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     seeds = summary["settings"]["seeds"]
+    variants = list(summary["variants"])
     budget = float(np.mean(list(summary["equal_time_budget_seconds"].values())))
-    colors = {"off": "tab:blue", "on": "tab:orange", "act": "tab:gray"}
 
     def curves(variant: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Steps, seconds (mean over seeds: eval steps are shared, times differ) and values [seed, point]."""
@@ -308,19 +382,20 @@ def plot(rows: list[dict], summary: dict, out: Path) -> None:
         return steps, seconds, np.array([[r[key] for r in run] for run in runs])
 
     panels = [
-        ("heldout_l1_mean", "held-out L1, mean over delays", ("off", "on")),
-        ("train_loss", "train loss (running mean)", ("off", "on")),
+        ("heldout_l1_mean", "held-out L1, mean over delays", variants),
+        ("train_loss", "train loss (running mean)", variants),
     ]
     if any(r["variant"] == "act" for r in rows):
-        panels.append(("heldout_l1_mean", "LeRobot ACT held-out L1\n(absolute actions: own scale)", ("act",)))
+        panels.append(("heldout_l1_mean", "LeRobot ACT held-out L1\n(absolute actions: own scale)", ["act"]))
     for x_name, x_label in (("step", "training step"), ("seconds", "training seconds (eval excluded)")):
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
         for ax, (key, title, shown) in zip(axes[0], panels, strict=True):
             for variant in shown:
                 steps, seconds, values = curves(variant, key)
                 x = steps if x_name == "step" else seconds
-                ax.plot(x, values.mean(axis=0), color=colors[variant], label=f"{variant} (mean)")
-                ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=colors[variant], alpha=0.25)
+                ax.plot(x, values.mean(axis=0), color=COLORS[variant], label=f"{variant} (mean)")
+                # A light band: with three variants, darker ones hide each other where they overlap.
+                ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=COLORS[variant], alpha=0.15)
             if x_name == "seconds":
                 ax.axvline(budget, color="k", ls=":", label="equal-time budget")
             ax.set(title=title, xlabel=x_label)
@@ -329,30 +404,41 @@ def plot(rows: list[dict], summary: dict, out: Path) -> None:
         fig.savefig(out / f"ab_loss_vs_{x_name}.png", dpi=120)
         plt.close(fig)
 
-    on_steps = summary["equal_time"]["steps"]["on"]
+    pairs = compared_pairs(variants)
+    timed_steps = ", ".join(f"{v} {summary['equal_time']['steps'][v]}" for v in variants)
     titles = {
-        "equal_steps": f"equal steps (step {summary['equal_steps']['steps']['off'][0]})",
-        "equal_time": f"equal wall-clock ({budget:.1f} s; on at steps {on_steps})",
+        "equal_steps": f"equal steps (step {summary['equal_steps']['steps'][BASELINE][0]})",
+        "equal_time": f"equal wall-clock ({budget:.1f} s)\nsteps: {timed_steps}",
     }
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    width = 0.8 / len(variants)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.6), sharey=True)
     tops = []
     for ax, (regime, title) in zip(axes, titles.items(), strict=True):
         table = summary[regime]["rows"]
         x = np.arange(len(table))
-        for offset, variant in ((-0.2, "off"), (0.2, "on")):
+        for k, variant in enumerate(variants):
             means = [entry[variant]["mean"] for entry in table.values()]
             stds = [entry[variant]["std"] for entry in table.values()]
-            ax.bar(x + offset, means, 0.4, yerr=stds, capsize=4, color=colors[variant], label=variant)
+            offset = (k - (len(variants) - 1) / 2) * width
+            ax.bar(x + offset, means, width, yerr=stds, capsize=3, color=COLORS[variant], label=variant)
         for i, entry in enumerate(table.values()):
-            tops.append(max(entry[v]["mean"] + entry[v]["std"] for v in ("off", "on")))
-            change = entry["on"]["mean"] / entry["off"]["mean"] - 1
-            label = f"on {change:+.1%}\n" + entry["verdict"].replace(" (", "\n(")
-            ax.text(i, tops[-1] * 1.02, label, ha="center", va="bottom", fontsize=7)
+            tops.append(max(entry[v]["mean"] + entry[v]["std"] for v in variants))
+            # One short line per pair (full verdicts would overlap): the change of the mean, then the
+            # verdict from the candidate's side.
+            label = "\n".join(
+                f"{c}/{r} {entry[c]['mean'] / entry[r]['mean'] - 1:+.1%} "
+                + short_verdict(entry["verdicts"][f"{c}_vs_{r}"], c, r)
+                for c, r in pairs
+            )
+            ax.text(i, tops[-1] * 1.02, label, ha="center", va="bottom", fontsize=6.5)
         ax.set_xticks(x, [n.replace("delay_", "delay ").replace("mean", "all delays") for n in table])
         ax.set(title=f"held-out L1 at {title}", ylabel="held-out L1 (relative actions)")
-    axes[0].set_ylim(0, 1.3 * max(tops))  # room for the verdicts above both panels (they share y)
+    axes[0].set_ylim(0, 1.35 * max(tops))  # room for the verdicts above both panels (they share y)
     fig.legend(
-        *axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, title="error bar: std over seeds"
+        *axes[0].get_legend_handles_labels(),
+        loc="lower center",
+        ncol=len(variants),
+        title="error bar: std over seeds; text: A/B change of mean L1, verdict (≈: within spread)",
     )
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(out / "ab_heldout_per_delay.png", dpi=120)
@@ -378,16 +464,18 @@ def main(argv: list[str] | None = None) -> None:
         )
     rows, data_cache = [], {}
     for i, seed in enumerate(args.seeds):
-        # Alternating which variant trains first spreads slow drifts of the machine's load over both.
-        variants = ["off", "on"] if i % 2 == 0 else ["on", "off"]
-        for variant in variants + (["act"] if args.with_act else []):
+        # Rotating the training order puts each variant first, second, ... in turn, so a slow drift of the
+        # machine's load spreads over all of them instead of always slowing the same one.
+        shift = i % len(args.variants)
+        order = args.variants[shift:] + args.variants[:shift]
+        for variant in order + (["act"] if args.with_act else []):
             rows += train_variant(variant, seed, args, meta, root, data_cache)
 
     with open(out / "ab_results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    summary = summarize(rows, args)
+    summary = summarize(rows, args, root)
     (out / "ab_summary.json").write_text(json.dumps(summary, indent=2))
     text = markdown(summary)
     (out / "ab_summary.md").write_text(text)
