@@ -1,0 +1,223 @@
+"""Expert demonstrations of a MetaWorld task, recorded locally as a LeRobotDataset.
+
+The frames come from LeRobot's own `MetaworldEnv` (the environment `lerobot-eval --env.type=metaworld`
+builds), and are stored already downscaled through `pad_to_square_and_resize`, the function the policy's
+preprocessor applies at evaluation: with `--policy.downscale_img_square` equal to the dataset's image size,
+training and evaluation see the same pixels. The only difference is that storage quantizes the resized
+image to uint8 (at most 0.5/255 per pixel), whereas evaluation feeds the float result.
+
+Actions are MetaWorld's end-effector deltas and gripper effort (not joint targets), clipped to the action
+space [-1, 1] as the environment clips them; train on them with `--policy.use_relative_actions=false`.
+Only episodes where the expert succeeds are kept. An episode ends at the success step: LeRobot's
+`MetaworldEnv` resets itself there, and `lerobot-eval` ends the episode there too.
+
+Object positions are drawn by MetaWorld from NumPy's global random generator (LeRobot's env ignores the
+reset seed), so each episode seeds that generator with its own seed.
+"""
+
+import argparse
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
+from lerobot.envs.metaworld import MetaworldEnv
+from tqdm import tqdm
+
+from .image_resize import pad_to_square_and_resize
+
+DEFAULT_TASK = "button-press-topdown-v3"
+IMAGE_KEY = "observation.image"  # where LeRobot's metaworld features_map puts "pixels/top"
+STATE_KEY = "observation.state"  # ... and "agent_pos"
+STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper_distance"]
+ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper_effort"]
+
+
+class RawObservationRecorder:
+    """Stands in for the MuJoCo env inside LeRobot's `MetaworldEnv` and keeps its last raw observation.
+
+    LeRobot's env only returns the rendered image and the 4-dim `agent_pos`, but MetaWorld's scripted expert
+    needs the full raw observation (hand, objects, goal). Everything else is delegated unchanged.
+    """
+
+    def __init__(self, env: Any):
+        self._env = env
+        self.last_observation: np.ndarray | None = None
+
+    def reset(self, *args, **kwargs):
+        observation, info = self._env.reset(*args, **kwargs)
+        self.last_observation = observation
+        return observation, info
+
+    def step(self, action):
+        result = self._env.step(action)
+        self.last_observation = result[0]
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+
+def default_to_headless_rendering() -> None:
+    """Without a display MuJoCo's default OpenGL backend (GLFW) cannot render, and gymnasium then fails
+    instead of falling back; EGL renders headless (GPU, or Mesa's software renderer). An explicit
+    MUJOCO_GL is kept. It is read when a renderer is created, so this must run before."""
+    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["MUJOCO_GL"] = "egl"
+
+
+def make_expert_env(task: str) -> MetaworldEnv:
+    """LeRobot's MetaWorld env with the settings of its `--env.type=metaworld` config (pixels + agent_pos),
+    its MuJoCo env wrapped in a `RawObservationRecorder` for the expert."""
+    default_to_headless_rendering()
+    env = MetaworldEnv(task=task, **MetaworldEnvConfig(task=task).gym_kwargs)
+    if getattr(env, "_ensure_env", None):  # LeRobot 0.6 creates the MuJoCo env on first use
+        env._ensure_env()
+    env._env = RawObservationRecorder(env._env)
+    return env
+
+
+def frame_for_dataset(frame: np.ndarray, size: int) -> np.ndarray:
+    """A rendered [H, W, 3] uint8 frame -> the [size, size, 3] uint8 image to store.
+
+    The frame goes through what evaluation applies (uint8 -> float CHW in [0, 1], as LeRobot's
+    `preprocess_observation` does, then `pad_to_square_and_resize`), and is quantized back to uint8.
+    """
+    image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).to(torch.float32) / 255
+    resized = pad_to_square_and_resize(image, size)
+    return (resized * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def dataset_features(image_size: int) -> dict[str, dict]:
+    return {
+        IMAGE_KEY: {
+            "dtype": "image",
+            "shape": (image_size, image_size, 3),
+            "names": ["height", "width", "channels"],
+        },
+        STATE_KEY: {"dtype": "float32", "shape": (len(STATE_NAMES),), "names": STATE_NAMES},
+        "action": {"dtype": "float32", "shape": (len(ACTION_NAMES),), "names": ACTION_NAMES},
+    }
+
+
+def run_expert_episode(
+    env: MetaworldEnv, seed: int, image_size: int, max_steps: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Runs the scripted expert for one episode in an env from `make_expert_env`. Returns the frames to
+    store and whether the expert succeeded."""
+    recorder = env._env
+    np.random.seed(seed)  # MetaWorld draws the object positions from NumPy's global generator
+    observation, _ = env.reset(seed=seed)
+    frames = []
+    for _ in range(max_steps):
+        with warnings.catch_warnings():
+            # MetaWorld's experts use gains that saturate the action on purpose, and warn about it each call.
+            warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
+            expert_action = env.expert_policy.get_action(recorder.last_observation)
+        action = np.clip(expert_action, -1.0, 1.0).astype(np.float32)
+        frames.append(
+            {
+                IMAGE_KEY: frame_for_dataset(observation["pixels"], image_size),
+                STATE_KEY: observation["agent_pos"].astype(np.float32),
+                "action": action,
+                "task": env.task_description,
+            }
+        )
+        observation, _, terminated, truncated, info = env.step(action)
+        if info["is_success"]:
+            return frames, True
+        if terminated or truncated:
+            break
+    return frames, False
+
+
+def make_metaworld_dataset(
+    root: str | Path,
+    task: str = DEFAULT_TASK,
+    n_episodes: int = 30,
+    image_size: int = 96,
+    max_steps: int = 200,
+    seed: int = 0,
+    repo_id: str | None = None,
+    keep_failed: bool = False,
+    max_attempts: int | None = None,
+) -> LeRobotDataset:
+    """Writes `n_episodes` successful expert episodes under `root` (which must not exist) and returns the
+    dataset. Episode `i` of the attempts uses seed `seed + i`; failed attempts are skipped (kept only with
+    `keep_failed`, for tests), up to `max_attempts` (default `2 * n_episodes`)."""
+    max_attempts = 2 * n_episodes if max_attempts is None else max_attempts
+    env = make_expert_env(task)
+    dataset = LeRobotDataset.create(
+        repo_id=repo_id or f"local/metaworld_{task}",
+        fps=MetaworldEnvConfig(task=task).fps,
+        features=dataset_features(image_size),
+        root=root,
+        robot_type="sawyer",
+        use_videos=False,  # PNG frames: lossless, so stored pixels are exactly the resized ones
+    )
+    kept = 0
+    progress = tqdm(total=n_episodes, desc=f"Expert episodes ({task})", unit="episode")
+    try:
+        for attempt in range(max_attempts):
+            if kept == n_episodes:
+                break
+            frames, success = run_expert_episode(env, seed + attempt, image_size, max_steps)
+            if not (success or keep_failed):
+                progress.write(f"seed {seed + attempt}: expert did not succeed in {max_steps} steps, skipped")
+                continue
+            for frame in frames:
+                dataset.add_frame(frame)
+            dataset.save_episode()
+            kept += 1
+            progress.update()
+            progress.set_postfix(seed=seed + attempt, frames=dataset.meta.total_frames)
+    finally:
+        progress.close()
+        env.close()
+        dataset.finalize()
+    if kept < n_episodes:
+        raise RuntimeError(
+            f"Only {kept} of {n_episodes} expert episodes succeeded in {max_attempts} attempts; raise "
+            f"--max-steps or --max-attempts."
+        )
+    return dataset
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="dataset folder to create (must not exist)")
+    parser.add_argument("--task", default=DEFAULT_TASK, help="MetaWorld task, e.g. button-press-topdown-v3")
+    parser.add_argument("--episodes", type=int, default=30, help="successful episodes to record")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=96,
+        help="stored square side; use the same value as --policy.downscale_img_square",
+    )
+    parser.add_argument("--max-steps", type=int, default=200, help="step cap per episode")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (then +1 each)")
+    parser.add_argument("--max-attempts", type=int, default=None, help="default: 2 x episodes")
+    parser.add_argument("--repo-id", default=None, help="default: local/metaworld_<task>")
+    args = parser.parse_args(argv)
+    dataset = make_metaworld_dataset(
+        args.root,
+        task=args.task,
+        n_episodes=args.episodes,
+        image_size=args.image_size,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        repo_id=args.repo_id,
+        max_attempts=args.max_attempts,
+    )
+    print(
+        f"Wrote {dataset.meta.total_episodes} episodes ({dataset.meta.total_frames} frames) of {args.task} "
+        f"to {args.root} (repo_id {dataset.meta.repo_id})"
+    )
+
+
+if __name__ == "__main__":
+    main()
