@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_POLICY_CLI_ARGS
+from conftest import TINY_POLICY_CLI_ARGS, make_policy
+from huggingface_hub import ModelCard
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.policies.factory import make_pre_post_processors
 from safetensors.torch import load_file
@@ -152,3 +153,13 @@ def test_design_note_command_trains_and_saves(tmp_path):
     saved = output_dir / "checkpoints" / "last" / "pretrained_model"
     assert (saved / "model.safetensors").exists()
     assert json.loads((saved / "config.json").read_text())["vision_backbone"] == "resnet34"
+
+
+def test_model_card_renders_for_this_policy_type(monkeypatch):
+    """What `--policy.push_to_hub=true` uploads beside the checkpoint (validation needs the Hub: skipped)."""
+
+    monkeypatch.setattr(ModelCard, "validate", lambda self, *args, **kwargs: None)
+    policy = make_policy()
+    card = str(policy.generate_model_card("me/so101_dataset", policy.config.type, None, ["so101"]))
+    assert "# Model Card for act_relative_rtc_alldelays" in card
+    assert "datasets: me/so101_dataset" in card
