@@ -27,6 +27,12 @@ class RelativeActionNormalizer(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.full((action_dim,), float("nan")))
         self.register_buffer("std", torch.full((action_dim,), float("nan")))
+        # Checked once, not every step: reading a GPU tensor's value on the host stalls the training step.
+        self._stats_checked = False
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._stats_checked = False
 
     def set_stats(self, mean: Tensor, std: Tensor) -> None:
         expected = tuple(self.mean.shape)
@@ -39,14 +45,18 @@ class RelativeActionNormalizer(nn.Module):
                 )
         self.mean.copy_(mean)
         self.std.copy_(std.clamp_min(_MIN_STD))
+        self._stats_checked = False
 
     def check_stats(self) -> None:
+        if self._stats_checked:
+            return
         if not (torch.isfinite(self.mean).all() and torch.isfinite(self.std).all()):
             raise RuntimeError(
                 "The relative-action statistics are missing (NaN). They are computed when training starts "
                 "from a dataset (`make_policy(cfg, ds_meta=...)` or `Policy(config, dataset_meta=...)`) and "
                 "restored by `from_pretrained`. Load a trained checkpoint, or pass the dataset metadata."
             )
+        self._stats_checked = True
 
     def normalize(self, actions: Tensor, state: Tensor) -> Tensor:
         """[B, T, A] absolute actions, [B, A] state -> [B, T, A] normalized relative actions."""

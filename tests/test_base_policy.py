@@ -155,3 +155,15 @@ def test_the_backbone_has_its_own_learning_rate():
     assert backbone["lr"] == 1e-6
     assert {id(p) for p in backbone["params"]} == backbone_ids
     assert not backbone_ids & {id(p) for p in rest["params"]}
+
+
+def test_loading_stats_that_are_missing_is_caught_after_a_successful_check():
+    policy = make_policy()
+    policy.predict_action_chunk(make_batch(policy.config))  # checks the unit stats once
+    state = policy.state_dict()
+    state["relative_action_normalizer.mean"] = torch.full_like(
+        state["relative_action_normalizer.mean"], float("nan")
+    )
+    policy.load_state_dict(state)
+    with pytest.raises(RuntimeError, match="relative-action statistics are missing"):
+        policy.predict_action_chunk(make_batch(policy.config))
