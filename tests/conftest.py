@@ -108,7 +108,7 @@ def policy():
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory):
     """4 episodes of 20 frames, 6-dim state and action, one 48x64 camera stored as images."""
-    from lerobot_policy_act_rtc_alldelays.synthetic_dataset import make_synthetic_dataset
+    from lerobot_policy_act_rtc_alldelays.tools.synthetic_dataset import make_synthetic_dataset
 
     return make_synthetic_dataset(
         tmp_path_factory.mktemp("datasets") / "synthetic", n_episodes=4, episode_length=20

@@ -40,7 +40,7 @@ from lerobot.policies.factory import make_policy, make_pre_post_processors
 from lerobot.scripts.lerobot_eval import rollout
 from tqdm import tqdm
 
-from .configuration_act_relative_rtc import RTC_INFERENCE_MODES
+from ..configuration_act_relative_rtc import RTC_INFERENCE_MODES
 from .metaworld_demos import DEFAULT_TASK, default_to_headless_rendering
 
 DEFAULT_EVAL_SEED = 100_000  # far from the demonstration seeds (0, 1, ...)

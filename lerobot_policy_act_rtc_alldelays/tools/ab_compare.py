@@ -43,8 +43,8 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline
 from tqdm import tqdm
 
-from .configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
-from .image_resize import PadToSquareResizeProcessorStep
+from ..configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
+from ..image_resize import PadToSquareResizeProcessorStep
 from .synthetic_dataset import make_synthetic_dataset
 
 # Variant name -> its config fields. They change the loss and the attention masks, never the parameters, so

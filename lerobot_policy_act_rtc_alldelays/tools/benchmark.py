@@ -29,8 +29,8 @@ from lerobot.policies.act.configuration_act import ACTConfig
 from lerobot.policies.act.modeling_act import ACTPolicy
 from torch import Tensor, nn
 
-from .configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
-from .modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
+from ..configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
+from ..modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
 
 ON, SHARED, OFF, ACT = "all_delays_on", "all_delays_shared_obs", "all_delays_off", "lerobot_act"
 ALL_DELAYS = (ON, SHARED)  # batch expansion, and shared-observation packing
@@ -305,7 +305,7 @@ def cpu_memory(name: str, settings: Settings) -> dict[str, float | None]:
         return NO_MEMORY
     code = (
         "import json\n"
-        "from lerobot_policy_act_rtc_alldelays.benchmark import Settings, cpu_memory_in_this_process\n"
+        "from lerobot_policy_act_rtc_alldelays.tools.benchmark import Settings, cpu_memory_in_this_process\n"
         f"print(json.dumps(cpu_memory_in_this_process({name!r}, Settings(**{asdict(settings)!r}))))"
     )
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}

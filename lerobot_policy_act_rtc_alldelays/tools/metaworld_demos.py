@@ -28,7 +28,7 @@ from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
 from lerobot.envs.metaworld import MetaworldEnv
 from tqdm import tqdm
 
-from .image_resize import pad_to_square_and_resize
+from ..image_resize import pad_to_square_and_resize
 
 DEFAULT_TASK = "button-press-topdown-v3"
 IMAGE_KEY = "observation.image"  # where LeRobot's metaworld features_map puts "pixels/top"

@@ -17,7 +17,7 @@ from lerobot_policy_act_rtc_alldelays import (  # noqa: E402
     make_act_relative_rtc_alldelays_pre_post_processors,
     pad_to_square_and_resize,
 )
-from lerobot_policy_act_rtc_alldelays.delay_sweep import (  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.delay_sweep import (  # noqa: E402
     ChunkStartRecorder,
     chunk_switch_changes,
     discontinuity_ratio,
@@ -25,8 +25,8 @@ from lerobot_policy_act_rtc_alldelays.delay_sweep import (  # noqa: E402
     valid_delays,
     write_report,
 )
-from lerobot_policy_act_rtc_alldelays.main_job import train_arguments  # noqa: E402
-from lerobot_policy_act_rtc_alldelays.metaworld_demos import (  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.main_job import train_arguments  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.metaworld_demos import (  # noqa: E402
     IMAGE_KEY,
     STATE_KEY,
     make_expert_env,

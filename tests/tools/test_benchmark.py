@@ -3,7 +3,7 @@
 import json
 from dataclasses import asdict
 
-from lerobot_policy_act_rtc_alldelays.benchmark import ACT, OFF, ON, SHARED, Settings, cpu_memory, main
+from lerobot_policy_act_rtc_alldelays.tools.benchmark import ACT, OFF, ON, SHARED, Settings, cpu_memory, main
 
 TINY = Settings(
     backbone="resnet18",

@@ -19,7 +19,7 @@ from lerobot_policy_act_rtc_alldelays.relative_actions import (
     compute_relative_action_stats,
     read_state_and_action_columns,
 )
-from lerobot_policy_act_rtc_alldelays.synthetic_dataset import make_synthetic_dataset
+from lerobot_policy_act_rtc_alldelays.tools.synthetic_dataset import make_synthetic_dataset
 
 pytestmark = pytest.mark.slow
 
