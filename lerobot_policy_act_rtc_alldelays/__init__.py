@@ -1,7 +1,8 @@
 """LeRobot policy plugin `act_relative_rtc_alldelays`.
 
 Importing the package registers the policy type and its processor step with LeRobot; `lerobot-train`
-and `lerobot-eval` import it through `register_third_party_plugins()`.
+and `lerobot-eval` import it through `register_third_party_plugins()`. The tools (benchmark, studies,
+dataset writers) live in the `tools` subpackage, which this module does not import.
 """
 
 from .configuration_act_relative_rtc import ACTRelativeRTCConfig
@@ -10,6 +11,8 @@ from .image_resize import PadToSquareResizeProcessorStep, pad_to_square_and_resi
 from .modeling_act_relative_rtc import ACTRelativeRTC, ACTRelativeRTCPolicy
 from .modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelays, ACTRelativeRTCAllDelaysPolicy
 from .processor_act_relative_rtc_alldelays import make_act_relative_rtc_alldelays_pre_post_processors
+
+__version__ = "0.2.0"
 
 __all__ = [
     "ACTRelativeRTC",

@@ -7,57 +7,38 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_IMAGES, OBS_STATE
 
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysConfig, ACTRelativeRTCAllDelaysPolicy
+from lerobot_policy_act_rtc_alldelays.tools.policy_sizes import TINY, cli_args
 
 STATE_DIM = 4
 IMAGE_SIZE = 64
+STATE_KEY = OBS_STATE
+IMAGE_KEY = f"{OBS_IMAGES}.wrist"
 
-
-# The same tiny policy for the real lerobot-train CLI: ResNet18 from scratch on 32 px, dim 32, one layer each.
+# The tiny policy: `policy_sizes.TINY` with three delays. Tests build it with `tiny_config`, and the
+# end-to-end tests pass the same fields to the real lerobot-train CLI.
+TINY_RTC = {**TINY, "rtc_max_delay": 3, "dropout": 0.0, "push_to_hub": False}
 TINY_POLICY_CLI_ARGS = [
     "--policy.type=act_relative_rtc_alldelays",
     "--policy.device=cpu",
-    "--policy.pretrained_backbone_weights=null",
-    "--policy.push_to_hub=false",
-    "--policy.chunk_size=5",
-    "--policy.n_action_steps=5",
-    "--policy.rtc_max_delay=2",
-    "--policy.dim_model=32",
-    "--policy.n_heads=4",
-    "--policy.dim_feedforward=64",
-    "--policy.n_encoder_layers=1",
-    "--policy.n_decoder_layers=1",
-    "--policy.n_vae_encoder_layers=1",
-    "--policy.downscale_img_square=32",
+    f"--policy.downscale_img_square={IMAGE_SIZE}",
+    *cli_args(TINY_RTC),
 ]
 
 
 def tiny_config(**overrides) -> ACTRelativeRTCAllDelaysConfig:
-    """A model small enough for CPU tests: ResNet18 on 64 px, dim 32, one layer each."""
+    """The tiny policy on a 4-dim state and one 64 px camera, without the VAE unless overridden."""
     fields = dict(
         device="cpu",
         input_features={
-            "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,)),
-            "observation.images.wrist": PolicyFeature(
-                type=FeatureType.VISUAL, shape=(3, IMAGE_SIZE, IMAGE_SIZE)
-            ),
+            STATE_KEY: PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,)),
+            IMAGE_KEY: PolicyFeature(type=FeatureType.VISUAL, shape=(3, IMAGE_SIZE, IMAGE_SIZE)),
         },
-        output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(STATE_DIM,))},
-        pretrained_backbone_weights=None,
-        chunk_size=5,
-        n_action_steps=5,
-        rtc_max_delay=3,
-        dim_model=32,
-        n_heads=4,
-        dim_feedforward=64,
-        n_encoder_layers=1,
-        n_decoder_layers=1,
-        n_vae_encoder_layers=1,
-        latent_dim=8,
+        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(STATE_DIM,))},
         use_vae=False,
-        dropout=0.0,
-        push_to_hub=False,
+        **TINY_RTC,
     )
     fields.update(overrides)
     return ACTRelativeRTCAllDelaysConfig(**fields)
@@ -87,14 +68,14 @@ def make_batch(config, batch_size: int = 3, seed: int = 0, pad_tail: int = 2) ->
     if pad_tail:
         is_pad[-1, -pad_tail:] = True
     batch = {
-        "observation.state": torch.randn(batch_size, dim, generator=generator),
-        "action": torch.randn(batch_size, window, dim, generator=generator),
-        "action_is_pad": is_pad,
+        OBS_STATE: torch.randn(batch_size, dim, generator=generator),
+        ACTION: torch.randn(batch_size, window, dim, generator=generator),
+        f"{ACTION}_is_pad": is_pad,
     }
     for key, feature in config.image_features.items():
         batch[key] = torch.rand(batch_size, *feature.shape, generator=generator)
     if config.env_state_feature:
-        batch["observation.environment_state"] = torch.randn(
+        batch[OBS_ENV_STATE] = torch.randn(
             batch_size, config.env_state_feature.shape[0], generator=generator
         )
     return batch

@@ -18,6 +18,7 @@ reset seed), so each episode seeds that generator with its own seed.
 import argparse
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from lerobot.envs.metaworld import MetaworldEnv
 from tqdm import tqdm
 
 from ..image_resize import pad_to_square_and_resize
+from .dataset_writer import write_dataset
 
 DEFAULT_TASK = "button-press-topdown-v3"
 IMAGE_KEY = "observation.image"  # where LeRobot's metaworld features_map puts "pixels/top"
@@ -151,34 +153,30 @@ def make_metaworld_dataset(
     `keep_failed`, for tests), up to `max_attempts` (default `2 * n_episodes`)."""
     max_attempts = 2 * n_episodes if max_attempts is None else max_attempts
     env = make_expert_env(task)
-    dataset = LeRobotDataset.create(
-        repo_id=repo_id or f"local/metaworld_{task}",
-        fps=MetaworldEnvConfig(task=task).fps,
-        features=dataset_features(image_size),
-        root=root,
-        robot_type="sawyer",
-        use_videos=False,  # PNG frames: lossless, so stored pixels are exactly the resized ones
-    )
     kept = 0
-    progress = tqdm(total=n_episodes, desc=f"Expert episodes ({task})", unit="episode")
-    try:
-        for attempt in range(max_attempts):
-            if kept == n_episodes:
-                break
-            frames, success = run_expert_episode(env, seed + attempt, image_size, max_steps)
-            if not (success or keep_failed):
-                progress.write(f"seed {seed + attempt}: expert did not succeed in {max_steps} steps, skipped")
-                continue
-            for frame in frames:
-                dataset.add_frame(frame)
-            dataset.save_episode()
-            kept += 1
-            progress.update()
-            progress.set_postfix(seed=seed + attempt, frames=dataset.meta.total_frames)
-    finally:
-        progress.close()
-        env.close()
-        dataset.finalize()
+
+    def episodes() -> Iterator[list[dict[str, Any]]]:
+        nonlocal kept
+        progress = tqdm(total=n_episodes, desc=f"Expert episodes ({task})", unit="episode")
+        try:
+            for attempt in range(max_attempts):
+                if kept == n_episodes:
+                    return
+                frames, success = run_expert_episode(env, seed + attempt, image_size, max_steps)
+                if not (success or keep_failed):
+                    progress.write(f"seed {seed + attempt}: no expert success in {max_steps} steps, skipped")
+                    continue
+                kept += 1
+                progress.update()
+                yield frames
+        finally:
+            progress.close()
+            env.close()
+
+    fps = MetaworldEnvConfig(task=task).fps
+    dataset = write_dataset(
+        root, repo_id or f"local/metaworld_{task}", fps, dataset_features(image_size), "sawyer", episodes()
+    )
     if kept < n_episodes:
         raise RuntimeError(
             f"Only {kept} of {n_episodes} expert episodes succeeded in {max_attempts} attempts; raise "

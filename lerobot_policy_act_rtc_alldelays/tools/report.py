@@ -35,8 +35,10 @@ def pyplot():
         matplotlib.use("Agg")  # files only: no display needed
         import matplotlib.pyplot as plt
     except ImportError:
-        logging.warning("matplotlib is not installed (pip install 'lerobot_policy_act_rtc_alldelays[plots]'): "
-                        "no figure written.")
+        logging.warning(
+            "matplotlib is not installed (pip install 'lerobot_policy_act_rtc_alldelays[plots]'): no figure "
+            "written; the markdown and JSON are."
+        )
         return None
     return plt
 

@@ -7,19 +7,25 @@ the information the policy needs.
 """
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
 from tqdm import tqdm
+
+from .dataset_writer import write_dataset
+
+IMAGE_KEY = f"{OBS_IMAGES}.wrist"
 
 
 def dataset_features(state_dim: int, image_height: int, image_width: int) -> dict:
     joint_names = [f"joint_{i}.pos" for i in range(state_dim)]
     return {
-        "observation.state": {"dtype": "float32", "shape": (state_dim,), "names": joint_names},
-        "action": {"dtype": "float32", "shape": (state_dim,), "names": joint_names},
-        "observation.images.wrist": {
+        OBS_STATE: {"dtype": "float32", "shape": (state_dim,), "names": joint_names},
+        ACTION: {"dtype": "float32", "shape": (state_dim,), "names": joint_names},
+        IMAGE_KEY: {
             "dtype": "image",
             "shape": (image_height, image_width, 3),
             "names": ["height", "width", "channels"],
@@ -50,32 +56,27 @@ def make_synthetic_dataset(
 ) -> LeRobotDataset:
     """Writes the dataset under `root` (which must not exist yet) and returns it."""
     rng = np.random.default_rng(seed)
-    dataset = LeRobotDataset.create(
-        repo_id=repo_id,
-        fps=fps,
-        features=dataset_features(state_dim, image_height, image_width),
-        root=root,
-        robot_type="synthetic_arm",
-        use_videos=False,
-    )
     time = np.arange(episode_length + 1) / fps
-    for _ in tqdm(range(n_episodes), desc="Synthetic episodes", unit="episode"):
-        frequency = rng.uniform(0.3, 1.0, size=state_dim)
-        phase = rng.uniform(0, 2 * np.pi, size=state_dim)
-        amplitude = rng.uniform(0.3, 1.0, size=state_dim)
-        trajectory = (amplitude * np.sin(2 * np.pi * frequency * time[:, None] + phase)).astype(np.float32)
-        for t in range(episode_length):
-            dataset.add_frame(
+
+    def episodes() -> Iterator[list[dict]]:
+        for _ in tqdm(range(n_episodes), desc="Synthetic episodes", unit="episode"):
+            frequency = rng.uniform(0.3, 1.0, size=state_dim)
+            phase = rng.uniform(0, 2 * np.pi, size=state_dim)
+            amplitude = rng.uniform(0.3, 1.0, size=state_dim)
+            trajectory = amplitude * np.sin(2 * np.pi * frequency * time[:, None] + phase)
+            trajectory = trajectory.astype(np.float32)
+            yield [
                 {
-                    "observation.state": trajectory[t],
-                    "action": trajectory[t + 1],
-                    "observation.images.wrist": render_blob(trajectory[t], image_height, image_width),
+                    OBS_STATE: trajectory[t],
+                    ACTION: trajectory[t + 1],
+                    IMAGE_KEY: render_blob(trajectory[t], image_height, image_width),
                     "task": "follow the trajectory",
                 }
-            )
-        dataset.save_episode()
-    dataset.finalize()
-    return dataset
+                for t in range(episode_length)
+            ]
+
+    features = dataset_features(state_dim, image_height, image_width)
+    return write_dataset(root, repo_id, fps, features, "synthetic_arm", episodes())
 
 
 def main() -> None:
