@@ -27,9 +27,9 @@ How to read the numbers:
 
 import argparse
 import csv
-import json
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,9 @@ from tqdm import tqdm
 
 from ..configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
 from ..image_resize import PadToSquareResizeProcessorStep
+from .interleave import rotated
+from .policy_sizes import SMALL
+from .report import markdown_table, write_report
 from .synthetic_dataset import make_synthetic_dataset
 
 # Variant name -> its config fields. They change the loss and the attention masks, never the parameters, so
@@ -92,8 +95,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--num-workers", type=int, default=0)
     run.add_argument("--output-dir", type=Path, default=Path("ab_compare_out"))
     model = parser.add_argument_group("model (shared by every variant)")
-    model.add_argument("--dim-model", type=int, default=128)
-    model.add_argument("--n-layers", type=int, default=2, help="encoder layers (the decoder has one, as ACT)")
+    model.add_argument("--dim-model", type=int, default=SMALL["dim_model"])
+    model.add_argument(
+        "--n-layers", type=int, default=SMALL["n_encoder_layers"], help="encoder layers (the decoder has one)"
+    )
     model.add_argument("--image-size", type=int, default=64, help="images are padded square and resized")
     model.add_argument("--chunk-size", type=int, default=8)
     model.add_argument("--rtc-max-delay", type=int, default=3)
@@ -109,16 +114,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def policy_config(variant: str, args: argparse.Namespace) -> PreTrainedConfig:
     shared = dict(
+        SMALL,
         device="cpu",
         push_to_hub=False,
-        pretrained_backbone_weights=None,
         chunk_size=args.chunk_size,
         n_action_steps=args.chunk_size,
         dim_model=args.dim_model,
         dim_feedforward=4 * args.dim_model,
         n_encoder_layers=args.n_layers,
-        n_decoder_layers=1,
-        use_vae=False,
         optimizer_lr=args.lr,
         optimizer_lr_backbone=args.lr,
     )
@@ -339,12 +342,15 @@ def markdown(summary: dict) -> str:
     ]
     header = ["delay", *variants, *(f"{c} vs {r}" for c, r in pairs)]
     for title, table in (("Equal steps", steps), ("Equal wall-clock", timed)):
-        lines += ["", f"### {title}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-        for name, row in table["rows"].items():
-            label = name.removeprefix("delay_") if name.startswith("delay_") else "mean over delays"
-            cells = [label, *(fmt(**row[v]) for v in variants)]
-            cells += [row["verdicts"][f"{c}_vs_{r}"] for c, r in pairs]
-            lines.append("| " + " | ".join(cells) + " |")
+        cells = [
+            [
+                name.removeprefix("delay_") if name.startswith("delay_") else "mean over delays",
+                *(fmt(**row[v]) for v in variants),
+                *(row["verdicts"][f"{c}_vs_{r}"] for c, r in pairs),
+            ]
+            for name, row in table["rows"].items()
+        ]
+        lines += ["", f"### {title}", "", markdown_table(header, cells)]
     if "act_heldout_l1" in steps:
         lines += [
             "",
@@ -364,12 +370,8 @@ def short_verdict(text: str, candidate: str, reference: str) -> str:
     }[text]
 
 
-def plot(rows: list[dict], summary: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
+def loss_curves_figure(plt, rows: list[dict], summary: dict, x_name: str):
+    """Held-out L1 and training loss against training steps (`x_name="step"`) or seconds."""
     seeds = summary["settings"]["seeds"]
     variants = list(summary["variants"])
     budget = float(np.mean(list(summary["equal_time_budget_seconds"].values())))
@@ -387,23 +389,27 @@ def plot(rows: list[dict], summary: dict, out: Path) -> None:
     ]
     if any(r["variant"] == "act" for r in rows):
         panels.append(("heldout_l1_mean", "LeRobot ACT held-out L1\n(absolute actions: own scale)", ["act"]))
-    for x_name, x_label in (("step", "training step"), ("seconds", "training seconds (eval excluded)")):
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-        for ax, (key, title, shown) in zip(axes[0], panels, strict=True):
-            for variant in shown:
-                steps, seconds, values = curves(variant, key)
-                x = steps if x_name == "step" else seconds
-                ax.plot(x, values.mean(axis=0), color=COLORS[variant], label=f"{variant} (mean)")
-                # A light band: with three variants, darker ones hide each other where they overlap.
-                ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=COLORS[variant], alpha=0.15)
-            if x_name == "seconds":
-                ax.axvline(budget, color="k", ls=":", label="equal-time budget")
-            ax.set(title=title, xlabel=x_label)
-            ax.legend(title="band: min-max over seeds", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / f"ab_loss_vs_{x_name}.png", dpi=120)
-        plt.close(fig)
+    x_label = {"step": "training step", "seconds": "training seconds (eval excluded)"}[x_name]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (key, title, shown) in zip(axes[0], panels, strict=True):
+        for variant in shown:
+            steps, seconds, values = curves(variant, key)
+            x = steps if x_name == "step" else seconds
+            ax.plot(x, values.mean(axis=0), color=COLORS[variant], label=f"{variant} (mean)")
+            # A light band: with three variants, darker ones hide each other where they overlap.
+            ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=COLORS[variant], alpha=0.15)
+        if x_name == "seconds":
+            ax.axvline(budget, color="k", ls=":", label="equal-time budget")
+        ax.set(title=title, xlabel=x_label)
+        ax.legend(title="band: min-max over seeds", fontsize=8)
+    fig.tight_layout()
+    return fig
 
+
+def heldout_figure(plt, summary: dict):
+    """Held-out L1 per delay at equal steps and at equal wall-clock, with the pairwise verdicts."""
+    variants = list(summary["variants"])
+    budget = float(np.mean(list(summary["equal_time_budget_seconds"].values())))
     pairs = compared_pairs(variants)
     timed_steps = ", ".join(f"{v} {summary['equal_time']['steps'][v]}" for v in variants)
     titles = {
@@ -441,8 +447,9 @@ def plot(rows: list[dict], summary: dict, out: Path) -> None:
         title="error bar: std over seeds; text: A/B change of mean L1, verdict (≈: within spread)",
     )
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(out / "ab_heldout_per_delay.png", dpi=120)
-    plt.close(fig)
+    return fig
+
+
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -464,11 +471,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     rows, data_cache = [], {}
     for i, seed in enumerate(args.seeds):
-        # Rotating the training order puts each variant first, second, ... in turn, so a slow drift of the
-        # machine's load spreads over all of them instead of always slowing the same one.
-        shift = i % len(args.variants)
-        order = args.variants[shift:] + args.variants[:shift]
-        for variant in order + (["act"] if args.with_act else []):
+        for variant in rotated(args.variants, i) + (["act"] if args.with_act else []):
             rows += train_variant(variant, seed, args, meta, root, data_cache)
 
     with open(out / "ab_results.csv", "w", newline="") as f:
@@ -476,12 +479,15 @@ def main(argv: list[str] | None = None) -> None:
         writer.writeheader()
         writer.writerows(rows)
     summary = summarize(rows, args, root)
-    (out / "ab_summary.json").write_text(json.dumps(summary, indent=2))
     text = markdown(summary)
-    (out / "ab_summary.md").write_text(text)
-    plot(rows, summary, out)
+    figures = {
+        "ab_loss_vs_step": partial(loss_curves_figure, rows=rows, summary=summary, x_name="step"),
+        "ab_loss_vs_seconds": partial(loss_curves_figure, rows=rows, summary=summary, x_name="seconds"),
+        "ab_heldout_per_delay": partial(heldout_figure, summary=summary),
+    }
+    written = write_report(out, "ab_summary", summary, text, figures)
     print(text)
-    print(f"Wrote ab_results.csv, ab_summary.json, ab_summary.md and PNG plots to {out}")
+    print(f"Wrote {out / 'ab_results.csv'}, {', '.join(map(str, written))}")
 
 
 if __name__ == "__main__":

@@ -27,17 +27,21 @@ import torch
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.policies.act.configuration_act import ACTConfig
 from lerobot.policies.act.modeling_act import ACTPolicy
+from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor, nn
 
 from ..configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
 from ..modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
+from .interleave import rotated
+from .policy_sizes import DESIGN_NOTE, SMALL
+from .report import format_value, markdown_table, write_report
+from .synthetic_dataset import IMAGE_KEY
 
 ON, SHARED, OFF, ACT = "all_delays_on", "all_delays_shared_obs", "all_delays_off", "lerobot_act"
 ALL_DELAYS = (ON, SHARED)  # batch expansion, and shared-observation packing
 STAGES = ("backbone", "encoder", "decoder")
-IMAGE_KEY = "observation.images.cam"
 STATE_DIM = 6
-N_HEADS = 8
+N_HEADS = DESIGN_NOTE["n_heads"]
 MB = 2**20
 NO_MEMORY = {"peak_step_memory_mb": None} | {f"{stage}_activations_mb": None for stage in STAGES}
 MEMORY_MEANING = {
@@ -63,29 +67,29 @@ class Settings:
     steps: int
 
 
-# The design note's configuration, and a small one that finishes in about two minutes on two CPU cores.
+# The design note's size on a GPU; on CPU the CPU study size at 96 px, which finishes in minutes.
 DEFAULTS = {
     "cuda": Settings(
-        backbone="resnet34",
+        backbone=DESIGN_NOTE["vision_backbone"],
         image_size=224,
         batch_size=32,
-        chunk_size=8,
+        chunk_size=DESIGN_NOTE["chunk_size"],
         rtc_max_delay=3,
-        dim_model=512,
-        dim_feedforward=3200,
-        n_layers=4,
+        dim_model=DESIGN_NOTE["dim_model"],
+        dim_feedforward=DESIGN_NOTE["dim_feedforward"],
+        n_layers=DESIGN_NOTE["n_encoder_layers"],
         warmup=5,
         steps=30,
     ),
     "cpu": Settings(
-        backbone="resnet18",
+        backbone=SMALL["vision_backbone"],
         image_size=96,
         batch_size=8,
         chunk_size=8,
         rtc_max_delay=3,
-        dim_model=256,
-        dim_feedforward=1024,
-        n_layers=4,
+        dim_model=SMALL["dim_model"],
+        dim_feedforward=SMALL["dim_feedforward"],
+        n_layers=SMALL["n_encoder_layers"],
         warmup=2,
         steps=10,
     ),
@@ -113,10 +117,10 @@ def build_variant(name: str, settings: Settings, device: torch.device) -> Varian
     shared = dict(
         device=device.type,
         input_features={
-            "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,)),
+            OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,)),
             IMAGE_KEY: PolicyFeature(type=FeatureType.VISUAL, shape=(3, s.image_size, s.image_size)),
         },
-        output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(STATE_DIM,))},
+        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(STATE_DIM,))},
         vision_backbone=s.backbone,
         pretrained_backbone_weights=None,
         chunk_size=s.chunk_size,
@@ -146,9 +150,9 @@ def build_variant(name: str, settings: Settings, device: torch.device) -> Varian
         targets = s.batch_size * s.chunk_size * (config.n_delays if name in ALL_DELAYS else 1)
     batch = {
         IMAGE_KEY: torch.rand(s.batch_size, 3, s.image_size, s.image_size),
-        "observation.state": torch.randn(s.batch_size, STATE_DIM),
-        "action": torch.randn(s.batch_size, window, STATE_DIM),
-        "action_is_pad": torch.zeros(s.batch_size, window, dtype=torch.bool),
+        OBS_STATE: torch.randn(s.batch_size, STATE_DIM),
+        ACTION: torch.randn(s.batch_size, window, STATE_DIM),
+        f"{ACTION}_is_pad": torch.zeros(s.batch_size, window, dtype=torch.bool),
     }
     batch = {key: value.to(device) for key, value in batch.items()}
     return Variant(name, policy.to(device).train(), batch, targets)
@@ -213,9 +217,7 @@ def time_interleaved(variants: list[Variant], settings: Settings, clock: Clock) 
     timers = {v.name: StageTimer(v.policy.model, clock) for v in variants}
     samples: dict[str, list[dict[str, float]]] = {v.name: [] for v in variants}
     for step in range(settings.warmup + settings.steps):
-        # Rotating the order keeps any after-effect of one variant from always landing on the same other.
-        shift = step % len(variants)
-        for variant in variants[shift:] + variants[:shift]:
+        for variant in rotated(variants, step):
             variant.policy.zero_grad(set_to_none=True)
             clock.sync()
             start = clock.mark()
@@ -364,73 +366,108 @@ def benchmark_point(settings: Settings, names: list[str], device: torch.device, 
     return {"settings": asdict(settings), "variants": results, "headline": headline}
 
 
-def _fmt(value: float | None, spec: str = ".1f") -> str:
-    return "n/a" if value is None else format(value, spec)
+def ratio(value: float | None) -> str:
+    return f"{format_value(value)}x"
 
 
 def render_markdown(report: dict) -> str:
     env, base = report["environment"], report["points"][0]
     variants, headline = base["variants"], base["headline"]
     off = variants[OFF]
-    lines = [
+    step_rows = [
+        [
+            name,
+            row["step_ms"],
+            ratio(row["step_ms"] / off["step_ms"]),
+            row["targets_per_step"],
+            round(row["targets_per_s"]),
+            row["peak_step_memory_mb"],
+            _difference(row["peak_step_memory_mb"], off["peak_step_memory_mb"]),
+            row["backbone_activations_mb"],
+            transformer_activations(row),
+        ]
+        for name, row in variants.items()
+    ]
+    stage_rows = [
+        [
+            name,
+            row["forward_ms"],
+            *(f"{row[f'{k}_ms']:.1f} ms ({row[f'{k}_pct']:.1f}%)" for k in (*STAGES, "rest")),
+            row["backward_ms"],
+        ]
+        for name, row in variants.items()
+    ]
+    sections = [
         f"Device: {env['device']} | torch {env['torch']} | lerobot {env['lerobot']}",
         "Configuration: " + ", ".join(f"{k}={v}" for k, v in base["settings"].items()),
-        "",
-        "| variant | step ms (median) | vs off | targets/step | targets/s | peak step MB "
-        "| extra peak MB vs off | backbone act. MB | enc+dec act. MB |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, row in variants.items():
-        extra = _difference(row["peak_step_memory_mb"], off["peak_step_memory_mb"])
-        lines.append(
-            f"| {name} | {row['step_ms']:.1f} | {row['step_ms'] / off['step_ms']:.2f}x | "
-            f"{row['targets_per_step']} | {row['targets_per_s']:.0f} | {_fmt(row['peak_step_memory_mb'])} | "
-            f"{_fmt(extra, '+.1f')} | {_fmt(row['backbone_activations_mb'])} | "
-            f"{_fmt(transformer_activations(row))} |"
-        )
-    lines += [
-        "",
+        markdown_table(
+            [
+                "variant",
+                "step ms (median)",
+                "vs off",
+                "targets/step",
+                "targets/s",
+                "peak step MB",
+                "extra peak MB vs off",
+                "backbone act. MB",
+                "enc+dec act. MB",
+            ],
+            step_rows,
+            digits=1,
+        ),
         f"Memory: {report['memory_meaning']}",
-        "",
-        "| variant | forward ms | backbone | encoder | decoder | rest | backward ms |",
-        "|---|---|---|---|---|---|---|",
+        markdown_table(
+            ["variant", "forward ms", "backbone", "encoder", "decoder", "rest", "backward ms"],
+            stage_rows,
+            digits=1,
+        ),
+        f"Headline: step time on/off {ratio(headline['time_ratio_on_off'])} (shared-observation "
+        f"{ratio(headline['time_ratio_shared_off'])}); supervised targets/s on/off "
+        f"{ratio(headline['targets_per_s_ratio_on_off'])}; extra peak memory on vs off "
+        f"{format_value(headline['extra_memory_on_vs_off_mb'], 1)} MB; extra activations kept by "
+        f"the encoder+decoder {format_value(headline['extra_transformer_activations_mb'], 1)} MB, by the "
+        f"backbone {format_value(headline['extra_backbone_activations_mb'], 1)} MB",
     ]
-    for name, row in variants.items():
-        stages = " | ".join(f"{row[f'{k}_ms']:.1f} ms ({row[f'{k}_pct']:.1f}%)" for k in (*STAGES, "rest"))
-        lines.append(f"| {name} | {row['forward_ms']:.1f} | {stages} | {row['backward_ms']:.1f} |")
-    lines += [
-        "",
-        f"Headline: step time on/off {headline['time_ratio_on_off']:.2f}x (shared-observation "
-        f"{headline['time_ratio_shared_off']:.2f}x); supervised targets/s on/off "
-        f"{headline['targets_per_s_ratio_on_off']:.2f}x; extra peak memory on vs off "
-        f"{_fmt(headline['extra_memory_on_vs_off_mb'], '+.1f')} MB",
-    ]
-    if headline["extra_transformer_activations_mb"] is not None:
-        lines[-1] += (
-            f"; extra activations kept by the encoder+decoder "
-            f"{headline['extra_transformer_activations_mb']:+.1f} MB, by the backbone "
-            f"{headline['extra_backbone_activations_mb']:+.1f} MB"
-        )
     if len(report["points"]) > 1:
-        lines += [
-            "",
-            "Sweep, one factor at a time around the configuration above:",
-            "",
-            "| backbone | px | batch | rtc_max_delay | on/off time | shared-obs/off time | ACT/off time | "
-            "targets/s on/off | extra peak MB on vs off | extra enc+dec act. MB | extra backbone act. MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
+        sweep_rows = []
         for point in report["points"]:
             s, h = point["settings"], point["headline"]
-            lines.append(
-                f"| {s['backbone']} | {s['image_size']} | {s['batch_size']} | {s['rtc_max_delay']} | "
-                f"{h['time_ratio_on_off']:.2f}x | {h['time_ratio_shared_off']:.2f}x | "
-                f"{_fmt(h['time_ratio_act_off'], '.2f')}x | "
-                f"{h['targets_per_s_ratio_on_off']:.2f}x | {_fmt(h['extra_memory_on_vs_off_mb'], '+.1f')} | "
-                f"{_fmt(h['extra_transformer_activations_mb'], '+.1f')} | "
-                f"{_fmt(h['extra_backbone_activations_mb'], '+.1f')} |"
+            sweep_rows.append(
+                [
+                    s["backbone"],
+                    s["image_size"],
+                    s["batch_size"],
+                    s["rtc_max_delay"],
+                    ratio(h["time_ratio_on_off"]),
+                    ratio(h["time_ratio_shared_off"]),
+                    ratio(h["time_ratio_act_off"]),
+                    ratio(h["targets_per_s_ratio_on_off"]),
+                    h["extra_memory_on_vs_off_mb"],
+                    h["extra_transformer_activations_mb"],
+                    h["extra_backbone_activations_mb"],
+                ]
             )
-    return "\n".join(lines)
+        sections += [
+            "Sweep, one factor at a time around the configuration above:",
+            markdown_table(
+                [
+                    "backbone",
+                    "px",
+                    "batch",
+                    "rtc_max_delay",
+                    "on/off time",
+                    "shared-obs/off time",
+                    "ACT/off time",
+                    "targets/s on/off",
+                    "extra peak MB on vs off",
+                    "extra enc+dec act. MB",
+                    "extra backbone act. MB",
+                ],
+                sweep_rows,
+                digits=1,
+            ),
+        ]
+    return "\n\n".join(sections)
 
 
 def sweep_points(base: Settings) -> list[Settings]:
@@ -450,7 +487,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-act", action="store_true", help="skip LeRobot's ACT")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument(
-        "--json", type=Path, default=Path("benchmark.json"), help="where to write the results"
+        "--output-dir", type=Path, default=Path("benchmark_out"), help="for benchmark.json and benchmark.md"
     )
     for field in fields(Settings):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=field.type, help="default: per device")
@@ -492,9 +529,10 @@ def main(argv: list[str] | None = None) -> None:
         "memory_meaning": MEMORY_MEANING[device.type],
         "points": results,
     }
-    print(render_markdown(report))
-    args.json.write_text(json.dumps(report, indent=2))
-    print(f"\nWrote {args.json}", file=sys.stderr)
+    text = render_markdown(report)
+    print(text)
+    written = write_report(args.output_dir, "benchmark", report, text)
+    print(f"\nWrote {', '.join(map(str, written))}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def test_cli_writes_timings_of_every_variant(tmp_path, capsys):
     report_path = tmp_path / "benchmark.json"
     sizes = [f"--{name.replace('_', '-')}={value}" for name, value in asdict(TINY).items()]
     # The memory figures need a fresh process per variant: test_cpu_memory covers them, faster.
-    main(["--device=cpu", "--no-memory", f"--json={report_path}", *sizes])
+    main(["--device=cpu", "--no-memory", f"--output-dir={tmp_path}", *sizes])
 
     (point,) = json.loads(report_path.read_text())["points"]
     variants, headline = point["variants"], point["headline"]
