@@ -4,6 +4,8 @@ This is the base configuration. It is deliberately not registered as a policy ty
 registered `act_relative_rtc_alldelays` type, whose configuration subclasses this one.
 """
 
+import logging
+import math
 from dataclasses import dataclass, field
 
 from lerobot.configs.policies import PreTrainedConfig
@@ -31,10 +33,13 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
         first_action_index: Index, relative to the observation's frame, of the window's first action. 0 is
             LeRobot's standard pairing of `action[t]` with the observation at `t`; 1 skips `action[t]` for
             recordings where `action[t]` equals the current state (hand-guided or leader-less data).
-        use_relative_actions: Predict `action - observation.state[t]`, normalized by statistics computed from
-            the training windows. Requires the action and the state to have the same dimension.
+        predict_relative_actions: Predict `action - observation.state[t]`, normalized by statistics computed
+            from the training windows. Requires the action and the state to have the same dimension. (Not
+            named `use_relative_actions`: LeRobot 0.6's `lerobot-train` reads that name from any policy config
+            to switch on its own relative-action processor steps.)
         action_loss_weights: Optional L1 weight per action dimension, keyed by the dataset's action feature
-            names (for instance `{"gripper.pos": 2.0}`). Unnamed dimensions keep weight 1.
+            names (for instance `{"gripper.pos": 2.0}`); finite and non-negative. Unnamed dimensions keep
+            weight 1.
         downscale_img_square: If set, every camera image is padded to a square and resized to this side in
             the preprocessor, so training and evaluation see identical pixels.
         rtc_inference_delay: Inference delay emulated by `select_action` (0..rtc_max_delay).
@@ -43,7 +48,8 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
         rtc_prefix_attention: "full" lets every encoder token attend to every other (observation tokens
             then depend on the delay). "shared_observation" keeps observation tokens blind to the prefix,
             so all delays of a sample can share them in one packed sequence under block masks; training and
-            inference use the same masks.
+            inference use the same masks. The checkpoint records the mode it was trained with, and loading
+            it with the other mode is refused: the weights are not meaningful across modes.
     """
 
     n_obs_steps: int = 1
@@ -78,7 +84,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     # Relative actions and real-time chunking.
     rtc_max_delay: int = 3
     first_action_index: int = 0
-    use_relative_actions: bool = True
+    predict_relative_actions: bool = True
     action_loss_weights: dict[str, float] | None = None
     downscale_img_square: int | None = None
     rtc_inference_delay: int = 0
@@ -95,10 +101,16 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
         # Relative actions are normalized inside the model, from raw actions and raw states: the processors
         # must leave both untouched. Without relative actions, actions are normalized as in ACT.
         default_action_norm = (
-            NormalizationMode.IDENTITY if self.use_relative_actions else NormalizationMode.MEAN_STD
+            NormalizationMode.IDENTITY if self.predict_relative_actions else NormalizationMode.MEAN_STD
         )
         self.normalization_mapping.setdefault("ACTION", default_action_norm)
-        self._validate_fields()
+        try:
+            self._validate_fields()
+        except ValueError as error:
+            # draccus 0.11 (LeRobot 0.6's command line) replaces an error raised while building the config
+            # by "Couldn't instantiate class ...", dropping its message: log it so that the user sees it.
+            logging.getLogger(__name__).error("Invalid %s: %s", type(self).__name__, error)
+            raise
 
     def _validate_fields(self) -> None:
         if not self.vision_backbone.startswith("resnet"):
@@ -113,6 +125,13 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                 f"`rtc_max_delay` must be >= 0 (the largest inference delay in control steps), "
                 f"got {self.rtc_max_delay}. Use 0 to train without an action prefix."
             )
+        if self.rtc_max_delay >= self.chunk_size:
+            raise ValueError(
+                f"`rtc_max_delay` ({self.rtc_max_delay}) must be smaller than `chunk_size` "
+                f"({self.chunk_size}): a chunk predicted after a delay of `rtc_max_delay` actions must still "
+                "hold new actions. Lower `--policy.rtc_max_delay` or raise `--policy.chunk_size`."
+            )
+        self._validate_action_loss_weights()
         if self.first_action_index < 0:
             raise ValueError(
                 f"`first_action_index` must be 0 or 1 (or larger), got {self.first_action_index}."
@@ -174,16 +193,52 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                 "`rtc_prefix_attention=shared_observation` separates the observation from per-delay tokens, "
                 "but with `rtc_max_delay=0` and no VAE there are none: use `rtc_prefix_attention=full`."
             )
-        if self.use_relative_actions:
+        if self.predict_relative_actions:
             for feature_type in ("STATE", "ACTION"):
                 if self.normalization_mapping.get(feature_type, NormalizationMode.IDENTITY) != (
                     NormalizationMode.IDENTITY
                 ):
                     raise ValueError(
-                        f"With `use_relative_actions=true` the model normalizes relative actions itself from "
-                        f"raw states and actions, so `normalization_mapping['{feature_type}']` must be "
+                        "With `predict_relative_actions=true` the model normalizes relative actions itself "
+                        f"from raw states and actions, so `normalization_mapping['{feature_type}']` must be "
                         f"IDENTITY, got {self.normalization_mapping[feature_type]}."
                     )
+
+    def _validate_action_loss_weights(self) -> None:
+        weights = self.action_loss_weights
+        if weights is None:
+            return
+        if not isinstance(weights, dict):
+            raise ValueError(
+                "`action_loss_weights` must map action names to weights, e.g. "
+                f"'{{\"gripper.pos\": 2.0}}', got {weights!r}."
+            )
+        bad = {
+            name: weight
+            for name, weight in weights.items()
+            if isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not math.isfinite(weight)
+            or weight < 0
+        }
+        if bad:
+            raise ValueError(
+                "`action_loss_weights` must be finite, non-negative numbers (a negative weight would train "
+                f"a negated loss term), got {bad}. Fix or remove these entries."
+            )
+
+    def inference_setting_error(self, mode: str, delay: int) -> str | None:
+        """Why `select_action` cannot run with `rtc_inference_mode=mode` and `rtc_inference_delay=delay`
+        under this config's other fields, or None if it can. Leaves the config unchanged."""
+        previous = (self.rtc_inference_mode, self.rtc_inference_delay)
+        self.rtc_inference_mode, self.rtc_inference_delay = mode, delay
+        try:
+            self._validate_fields()
+        except ValueError as error:
+            return str(error)
+        finally:
+            self.rtc_inference_mode, self.rtc_inference_delay = previous
+        return None
 
     @property
     def n_delays(self) -> int:
@@ -206,21 +261,21 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                 "The policy needs at least one camera (a VISUAL feature such as 'observation.images.wrist') "
                 "or an environment state ('observation.environment_state') among its input features."
             )
-        if self.use_relative_actions:
+        if self.predict_relative_actions:
             if self.robot_state_feature is None:
                 raise ValueError(
-                    f"`use_relative_actions=true` predicts actions relative to '{OBS_STATE_KEY}', but the "
-                    f"input features have none. Add '{OBS_STATE_KEY}' to the dataset or the input features, "
-                    f"or train with `--policy.use_relative_actions=false`."
+                    f"`predict_relative_actions=true` predicts actions relative to '{OBS_STATE_KEY}', but "
+                    f"the input features have none. Add '{OBS_STATE_KEY}' to the dataset or the input "
+                    "features, or train with `--policy.predict_relative_actions=false`."
                 )
             action_dim = self.action_feature.shape[0]
             state_dim = self.robot_state_feature.shape[0]
             if action_dim != state_dim:
                 raise ValueError(
-                    f"`use_relative_actions=true` subtracts '{OBS_STATE_KEY}' from the action, but the "
-                    f"action "
-                    f"has {action_dim} dimensions and the state {state_dim}. Use a dataset whose action and "
-                    f"state live in the same space, or train with `--policy.use_relative_actions=false`."
+                    f"`predict_relative_actions=true` subtracts '{OBS_STATE_KEY}' from the action, but the "
+                    f"action has {action_dim} dimensions and the state {state_dim}. Use a dataset whose "
+                    "action and state live in the same space, or train with "
+                    "`--policy.predict_relative_actions=false`."
                 )
 
     @property

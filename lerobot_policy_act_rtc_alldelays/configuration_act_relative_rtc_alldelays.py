@@ -1,5 +1,6 @@
 """Configuration of the registered policy type `act_relative_rtc_alldelays`."""
 
+import math
 from dataclasses import dataclass
 
 from lerobot.configs.policies import PreTrainedConfig
@@ -16,15 +17,15 @@ class ACTRelativeRTCAllDelaysConfig(ACTRelativeRTCConfig):
         rtc_train_all_delays: Evaluate all `rtc_max_delay + 1` delays per sample (backbone run once, the
             transformer on `batch * n_delays` sequences). False trains exactly like the base policy, one
             random delay per sample: the rollback switch and the A/B baseline.
-        rtc_delay_loss_weights: Optional weight of each delay `0..rtc_max_delay` in the loss (non-negative,
-            not all zero), normalized to mean 1. Default: uniform.
+        rtc_delay_loss_weights: Optional weight of each delay `0..rtc_max_delay` in the loss (finite,
+            non-negative, not all zero), normalized to mean 1. Default: uniform.
     """
 
     rtc_train_all_delays: bool = True
     rtc_delay_loss_weights: list[float] | None = None
 
-    def __post_init__(self):
-        super().__post_init__()
+    def _validate_fields(self) -> None:
+        super()._validate_fields()
         weights = self.rtc_delay_loss_weights
         if weights is None:
             return
@@ -32,6 +33,11 @@ class ACTRelativeRTCAllDelaysConfig(ACTRelativeRTCConfig):
             raise ValueError(
                 f"`rtc_delay_loss_weights` needs one weight per delay 0..rtc_max_delay, i.e. {self.n_delays} "
                 f"numbers, got {len(weights)}: {list(weights)}."
+            )
+        if not all(math.isfinite(w) for w in weights):
+            raise ValueError(
+                f"`rtc_delay_loss_weights` must be finite numbers, got {list(weights)}: a NaN or inf weight "
+                f"makes every training loss NaN."
             )
         if any(w < 0 for w in weights):
             raise ValueError(f"`rtc_delay_loss_weights` must be non-negative, got {list(weights)}.")

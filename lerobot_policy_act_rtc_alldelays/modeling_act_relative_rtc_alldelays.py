@@ -16,6 +16,7 @@ from .modeling_act_relative_rtc import (
     kl_divergence,
     masked_l1,
     reduce_loss,
+    repeat_per_delay,
 )
 
 
@@ -37,7 +38,7 @@ class ACTRelativeRTCAllDelays(ACTRelativeRTC):
         if delays is not None:
             return super().forward(batch, action_prefix, delays, targets, targets_is_pad)
         observation_tokens, observation_positions = self.encode_observation(batch)  # [S, B, dim]
-        n_tokens, batch_size, dim = observation_tokens.shape
+        batch_size = observation_tokens.shape[1]
         n_delays = self.config.n_delays
         all_delays = torch.arange(n_delays, device=observation_tokens.device).expand(batch_size, -1)  # [B, D]
         if self.config.rtc_prefix_attention == "shared_observation":
@@ -45,11 +46,8 @@ class ACTRelativeRTCAllDelays(ACTRelativeRTC):
                 observation_tokens, observation_positions, action_prefix, all_delays, targets, targets_is_pad
             )
         # Batch expansion: virtual sample b*D + d is sample b at delay d.
-        # [S, B, dim] -> [S, B, D, dim] (stride-0 view) -> [S, B*D, dim]
-        observation_tokens = observation_tokens.unsqueeze(2).expand(-1, -1, n_delays, -1)
-        observation_tokens = observation_tokens.reshape(n_tokens, batch_size * n_delays, dim)
-        # [B, P, A] -> [B, D, P, A] -> [B*D, P, A]
-        action_prefix = action_prefix.unsqueeze(1).expand(-1, n_delays, -1, -1).flatten(0, 1)
+        observation_tokens = repeat_per_delay(observation_tokens, n_delays, batch_dim=1)  # [S, B*D, dim]
+        action_prefix = repeat_per_delay(action_prefix, n_delays)  # [B*D, P, A]
         if targets is not None:
             targets = targets.flatten(0, 1)  # [B*D, chunk, A]
             targets_is_pad = targets_is_pad.flatten(0, 1)  # [B*D, chunk]

@@ -1,5 +1,6 @@
 """Relative actions: `action - observation.state[t]`, normalized with statistics of the training windows."""
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -30,9 +31,11 @@ class RelativeActionNormalizer(nn.Module):
         # Checked once, not every step: reading a GPU tensor's value on the host stalls the training step.
         self._stats_checked = False
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._stats_checked = False
+        if f"{prefix}mean" in state_dict or f"{prefix}std" in state_dict:
+            self.check_loaded_stats()
 
     def set_stats(self, mean: Tensor, std: Tensor) -> None:
         expected = tuple(self.mean.shape)
@@ -41,11 +44,22 @@ class RelativeActionNormalizer(nn.Module):
                 raise ValueError(
                     f"Relative-action {name} has shape {tuple(value.shape)}, but the action has "
                     f"{expected[0]} dimensions: expected shape {expected}. The statistics must come from a "
-                    f"dataset with the same action space as the policy."
+                    "dataset with the same action space as the policy."
                 )
+        _refuse_bad_stats(mean, std, "The relative-action statistics to set", min_std=0.0)
         self.mean.copy_(mean)
         self.std.copy_(std.clamp_min(_MIN_STD))
         self._stats_checked = False
+
+    def check_loaded_stats(self) -> None:
+        """The checks of `set_stats` on statistics restored from a state dict. Statistics that are all NaN
+        (a policy saved before any dataset was seen) load, and `check_stats` refuses them at use."""
+        if torch.isnan(self.mean).all() and torch.isnan(self.std).all():
+            return
+        # `set_stats` clamps the std to `_MIN_STD`: a smaller value cannot come from it.
+        _refuse_bad_stats(
+            self.mean, self.std, "The loaded relative-action statistics (checkpoint or state dict)", _MIN_STD
+        )
 
     def check_stats(self) -> None:
         if self._stats_checked:
@@ -67,6 +81,19 @@ class RelativeActionNormalizer(nn.Module):
         return relative_actions * self.std + self.mean + state.unsqueeze(1)
 
 
+def _refuse_bad_stats(mean: Tensor, std: Tensor, what: str, min_std: float) -> None:
+    """Raises if a mean or std entry is not finite or a std is below `min_std`."""
+    bad = ~torch.isfinite(mean) | ~torch.isfinite(std) | (std < min_std)
+    if bad.any():
+        dims = bad.nonzero().flatten().tolist()
+        raise ValueError(
+            f"{what} are invalid in action dimensions {dims}: mean={mean[bad].tolist()}, "
+            f"std={std[bad].tolist()}. Every mean must be finite and every std finite and >= {min_std:g}. "
+            "Recompute them from a dataset without NaN or inf values (train from the dataset again), or "
+            "load an intact checkpoint."
+        )
+
+
 def _read_column(table: pa.Table, name: str) -> np.ndarray:
     column = table.column(name).combine_chunks()
     if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
@@ -74,26 +101,63 @@ def _read_column(table: pa.Table, name: str) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False)
 
 
-def read_state_and_action_columns(
-    dataset_root: str | Path, state_key: str, action_key: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reads (episode_index, state, action) of every frame from the dataset's parquet files.
+def read_dataset_columns(dataset_root: str | Path, keys: list[str]) -> dict[str, np.ndarray]:
+    """Reads `index`, `episode_index`, `frame_index` and the numeric feature columns `keys` of every frame
+    from the dataset's parquet files, ordered by dataset index. Features come back as float64 [N, dim].
 
     Only these columns are read: no image or video frame is decoded.
     """
     files = sorted((Path(dataset_root) / "data").glob("**/*.parquet"))
     if not files:
         raise FileNotFoundError(
-            f"No parquet data files under {Path(dataset_root) / 'data'}: cannot compute relative-action "
-            f"statistics. Is the dataset fully downloaded?"
+            f"No parquet data files under {Path(dataset_root) / 'data'}: cannot read the dataset's "
+            f"{keys} columns. Is the dataset fully downloaded?"
         )
-    tables = [pq.read_table(f, columns=["index", "episode_index", state_key, action_key]) for f in files]
+    index_keys = ["index", "episode_index", "frame_index"]
+    tables = [pq.read_table(f, columns=[*index_keys, *keys]) for f in files]
     table = pa.concat_tables(tables).sort_by("index")
-    return (
-        _read_column(table, "episode_index"),
-        _read_column(table, state_key).astype(np.float64),
-        _read_column(table, action_key).astype(np.float64),
-    )
+    columns = {key: _read_column(table, key) for key in index_keys}
+    for key in keys:
+        values = _read_column(table, key).astype(np.float64)
+        columns[key] = values.reshape(len(table), -1)
+    return columns
+
+
+def read_state_and_action_columns(
+    dataset_root: str | Path, state_key: str, action_key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reads (episode_index, state, action) of every frame from the dataset's parquet files."""
+    columns = read_dataset_columns(dataset_root, [state_key, action_key])
+    return columns["episode_index"], columns[state_key], columns[action_key]
+
+
+def refuse_non_finite_columns(columns: dict[str, np.ndarray], keys: list[str], dataset: str) -> None:
+    """Raises, naming the column, an episode and a frame, if a column of `keys` holds NaN or inf."""
+    for key in keys:
+        bad_rows = np.flatnonzero(~np.isfinite(columns[key]).all(axis=1))
+        if len(bad_rows) == 0:
+            continue
+        row = bad_rows[0]
+        raise ValueError(
+            f"The dataset {dataset} has NaN or inf values in '{key}' in {len(bad_rows)} of "
+            f"{len(columns[key])} frames, the first at "
+            f"episode {columns['episode_index'][row]}, frame {columns['frame_index'][row]} (dataset index "
+            f"{columns['index'][row]}): {columns[key][row].tolist()}. Training on them would produce NaN "
+            "losses and weights. Repair those frames, or remove their episodes (`lerobot-edit-dataset "
+            "--operation.type=delete_episodes --operation.episode_indices=[...]`), and train again."
+        )
+
+
+def stats_fingerprint(columns: list[np.ndarray], action_offsets: list[int]) -> Tensor:
+    """SHA-256 [32] uint8 of what the relative-action statistics and loss weights are derived from: the
+    given columns (episode index, state, action of every frame) and the action window offsets."""
+    digest = hashlib.sha256()
+    for column in columns:
+        column = np.ascontiguousarray(column)
+        digest.update(f"{column.dtype.str}{column.shape}".encode())
+        digest.update(column.tobytes())
+    digest.update(repr(list(action_offsets)).encode())
+    return torch.frombuffer(bytearray(digest.digest()), dtype=torch.uint8)
 
 
 def compute_relative_action_stats(

@@ -46,7 +46,7 @@ def tiny_config(**overrides) -> ACTRelativeRTCAllDelaysConfig:
 
 def set_unit_stats(policy) -> None:
     """Relative-action statistics that make the normalizer the identity on `action - state`."""
-    if policy.config.use_relative_actions:
+    if policy.config.predict_relative_actions:
         dim = policy.config.action_feature.shape[0]
         policy.relative_action_normalizer.set_stats(torch.zeros(dim), torch.ones(dim))
 

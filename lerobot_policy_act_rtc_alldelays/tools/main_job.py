@@ -31,7 +31,7 @@ TRAIN_DEFAULTS = {
     "--policy.device": "cpu",
     "--policy.push_to_hub": "false",
     # MetaWorld's actions are end-effector deltas, not targets in the state's space.
-    "--policy.use_relative_actions": "false",
+    "--policy.predict_relative_actions": "false",
     **dict(arg.split("=", 1) for arg in cli_args(SMALL)),
     "--policy.chunk_size": "24",
     "--policy.n_action_steps": "12",

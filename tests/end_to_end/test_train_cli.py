@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_POLICY_CLI_ARGS, make_policy
-from huggingface_hub import ModelCard
+from conftest import IMAGE_SIZE, TINY_POLICY_CLI_ARGS, TINY_RTC
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.policies.factory import make_pre_post_processors
 from safetensors.torch import load_file
@@ -66,18 +65,24 @@ def test_checkpoint_holds_config_weights_stats_and_both_processors(trained_check
     config = json.loads((trained_checkpoint / "config.json").read_text())
     assert (config["type"], config["chunk_size"], config["rtc_max_delay"]) == (
         "act_relative_rtc_alldelays",
-        5,
-        2,
+        TINY_RTC["chunk_size"],
+        TINY_RTC["rtc_max_delay"],
     )
     weights = load_file(trained_checkpoint / "model.safetensors")
-    assert {"relative_action_normalizer.mean", "relative_action_normalizer.std"} <= set(weights)
+    assert {
+        "relative_action_normalizer.mean",
+        "relative_action_normalizer.std",
+        "stats_fingerprint",
+        "trained_prefix_attention",
+    } <= set(weights)
 
 
 def test_training_computed_the_relative_stats_of_the_dataset(trained_checkpoint, synthetic_dataset):
     weights = load_file(trained_checkpoint / "model.safetensors")
     meta = synthetic_dataset.meta
     mean, std = compute_relative_action_stats(
-        *read_state_and_action_columns(meta.root, "observation.state", "action"), list(range(0, 7))
+        *read_state_and_action_columns(meta.root, "observation.state", "action"),
+        PreTrainedConfig.from_pretrained(trained_checkpoint).action_delta_indices,
     )
     assert torch.allclose(weights["relative_action_normalizer.mean"], mean)
     assert torch.allclose(weights["relative_action_normalizer.std"], std)
@@ -87,7 +92,8 @@ def test_from_pretrained_restores_the_trained_policy_and_predicts_identically(
     trained_checkpoint, synthetic_dataset
 ):
     loaded = ACTRelativeRTCAllDelaysPolicy.from_pretrained(trained_checkpoint)
-    assert loaded.config.chunk_size == 5 and loaded.config.downscale_img_square == 32
+    assert loaded.config.chunk_size == TINY_RTC["chunk_size"]
+    assert loaded.config.downscale_img_square == IMAGE_SIZE
     # The trained policy, rebuilt from its saved config and weights with every key required.
     config = PreTrainedConfig.from_pretrained(trained_checkpoint)
     trained = ACTRelativeRTCAllDelaysPolicy(config)
@@ -97,7 +103,7 @@ def test_from_pretrained_restores_the_trained_policy_and_predicts_identically(
     pre, post = make_pre_post_processors(loaded.config, pretrained_path=str(trained_checkpoint))
     frame = synthetic_dataset[5]
     observation = pre({k: v for k, v in frame.items() if k.startswith("observation.")})
-    assert observation["observation.images.wrist"].shape == (1, 3, 32, 32)
+    assert observation["observation.images.wrist"].shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
     chunk = loaded.predict_action_chunk(observation)
     assert torch.equal(chunk, trained.predict_action_chunk(observation))
     action = post(loaded.select_action(observation))
@@ -153,13 +159,3 @@ def test_design_note_command_trains_and_saves(tmp_path):
     saved = output_dir / "checkpoints" / "last" / "pretrained_model"
     assert (saved / "model.safetensors").exists()
     assert json.loads((saved / "config.json").read_text())["vision_backbone"] == "resnet34"
-
-
-def test_model_card_renders_for_this_policy_type(monkeypatch):
-    """What `--policy.push_to_hub=true` uploads beside the checkpoint (validation needs the Hub: skipped)."""
-
-    monkeypatch.setattr(ModelCard, "validate", lambda self, *args, **kwargs: None)
-    policy = make_policy()
-    card = str(policy.generate_model_card("me/so101_dataset", policy.config.type, None, ["so101"]))
-    assert "# Model Card for act_relative_rtc_alldelays" in card
-    assert "datasets: me/so101_dataset" in card

@@ -161,9 +161,8 @@ def test_loading_stats_that_are_missing_is_caught_after_a_successful_check():
     policy = make_policy()
     policy.predict_action_chunk(make_batch(policy.config))  # checks the unit stats once
     state = policy.state_dict()
-    state["relative_action_normalizer.mean"] = torch.full_like(
-        state["relative_action_normalizer.mean"], float("nan")
-    )
+    for name in ("relative_action_normalizer.mean", "relative_action_normalizer.std"):
+        state[name] = torch.full_like(state[name], float("nan"))
     policy.load_state_dict(state)
     with pytest.raises(RuntimeError, match="relative-action statistics are missing"):
         policy.predict_action_chunk(make_batch(policy.config))

@@ -30,7 +30,8 @@ def test_relative_actions_leave_state_and_action_unnormalized_in_the_processors(
 
 def test_absolute_actions_are_normalized_with_the_dataset_stats():
     assert (
-        tiny_config(use_relative_actions=False).normalization_mapping["ACTION"] is NormalizationMode.MEAN_STD
+        tiny_config(predict_relative_actions=False).normalization_mapping["ACTION"]
+        is NormalizationMode.MEAN_STD
     )
 
 
@@ -101,3 +102,35 @@ def test_temporal_ensembling_with_a_delay_is_rejected():
 def test_bad_delay_loss_weights_are_rejected(weights, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(rtc_delay_loss_weights=weights)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_delay_loss_weights_are_rejected(bad):
+    with pytest.raises(ValueError, match="`rtc_delay_loss_weights` must be finite numbers"):
+        tiny_config(rtc_delay_loss_weights=[1.0, bad, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "2"])
+def test_negative_or_non_finite_action_loss_weights_are_rejected(bad):
+    with pytest.raises(ValueError, match="`action_loss_weights` must be finite, non-negative numbers"):
+        tiny_config(action_loss_weights={"joint_0.pos": 2.0, "joint_1.pos": bad})
+
+
+def test_zero_action_loss_weight_is_allowed():
+    assert tiny_config(action_loss_weights={"joint_0.pos": 0.0}).action_loss_weights == {"joint_0.pos": 0.0}
+
+
+@pytest.mark.parametrize("max_delay", [5, 6])
+def test_a_max_delay_that_leaves_no_new_action_in_the_chunk_is_rejected(max_delay):
+    with pytest.raises(
+        ValueError, match=rf"`rtc_max_delay` \({max_delay}\) must be smaller than `chunk_size`"
+    ):
+        tiny_config(chunk_size=5, rtc_max_delay=max_delay)
+
+
+def test_no_field_collides_with_a_name_lerobot_train_reads_from_policy_configs():
+    """LeRobot 0.6's lerobot-train switches on its own relative-action processor steps when a policy config
+    has a truthy `use_relative_actions`; it reads `relative_exclude_joints` and `action_feature_names` too."""
+    fields = set(ACTRelativeRTCAllDelaysConfig.__dataclass_fields__)
+    assert not fields & {"use_relative_actions", "relative_exclude_joints", "action_feature_names"}
+    assert tiny_config(predict_relative_actions=False).predict_relative_actions is False
