@@ -115,15 +115,15 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     def _validate_fields(self) -> None:
         if not self.vision_backbone.startswith("resnet"):
             raise ValueError(
-                f"`vision_backbone` must be a torchvision ResNet (e.g. 'resnet18'), "
-                f"got '{self.vision_backbone}'."
+                "`vision_backbone` must be a torchvision ResNet (e.g. 'resnet18'), got "
+                f"'{self.vision_backbone}'."
             )
         if self.n_obs_steps != 1:
             raise ValueError(f"`n_obs_steps` must be 1 (one observation per step), got {self.n_obs_steps}.")
         if self.rtc_max_delay < 0:
             raise ValueError(
-                f"`rtc_max_delay` must be >= 0 (the largest inference delay in control steps), "
-                f"got {self.rtc_max_delay}. Use 0 to train without an action prefix."
+                "`rtc_max_delay` must be >= 0 (the largest inference delay in control steps), got "
+                f"{self.rtc_max_delay}. Use 0 to train without an action prefix."
             )
         if self.rtc_max_delay >= self.chunk_size:
             raise ValueError(
@@ -139,8 +139,8 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
         if self.n_action_steps > self.chunk_size:
             raise ValueError(
                 f"`n_action_steps` ({self.n_action_steps}) cannot exceed `chunk_size` ({self.chunk_size}): a "
-                f"chunk only holds `chunk_size` actions. Lower `--policy.n_action_steps` or raise "
-                f"`--policy.chunk_size`."
+                "chunk only holds `chunk_size` actions. Lower `--policy.n_action_steps` or raise "
+                "`--policy.chunk_size`."
             )
         if self.temporal_ensemble_coeff is not None and self.n_action_steps > 1:
             raise ValueError(
@@ -154,8 +154,8 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             )
         if self.downscale_img_square is not None and self.downscale_img_square <= 0:
             raise ValueError(
-                f"`downscale_img_square` must be a positive side length in pixels or None, "
-                f"got {self.downscale_img_square}."
+                "`downscale_img_square` must be a positive side length in pixels or None, got "
+                f"{self.downscale_img_square}."
             )
         if self.rtc_inference_mode not in RTC_INFERENCE_MODES:
             raise ValueError(
@@ -163,16 +163,15 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             )
         if self.rtc_inference_delay < 0 or self.rtc_inference_delay >= self.n_action_steps:
             raise ValueError(
-                f"`rtc_inference_delay` must be in 0..n_action_steps-1 (0..{self.n_action_steps - 1}): "
-                f"the next "
-                f"chunk is requested while `delay` actions of the current one remain. Got "
+                f"`rtc_inference_delay` must be in 0..n_action_steps-1 (0..{self.n_action_steps - 1}): the "
+                "next chunk is requested while `delay` actions of the current one remain. Got "
                 f"{self.rtc_inference_delay}."
             )
         if self.rtc_inference_mode == "prefix" and self.rtc_inference_delay > self.rtc_max_delay:
             raise ValueError(
                 f"`rtc_inference_delay` ({self.rtc_inference_delay}) exceeds `rtc_max_delay` "
                 f"({self.rtc_max_delay}), the largest delay the model was trained on. Lower it, or use "
-                f"`--policy.rtc_inference_mode=discard` to measure plain chunking at larger delays."
+                "`--policy.rtc_inference_mode=discard` to measure plain chunking at larger delays."
             )
         if (
             self.rtc_inference_mode == "discard"
@@ -181,12 +180,12 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             raise ValueError(
                 f"In discard mode a chunk must hold the {self.rtc_inference_delay} dropped actions plus "
                 f"n_action_steps={self.n_action_steps}, but chunk_size is {self.chunk_size}. Lower "
-                f"`n_action_steps` or the delay."
+                "`n_action_steps` or the delay."
             )
         if self.rtc_prefix_attention not in RTC_PREFIX_ATTENTIONS:
             raise ValueError(
-                f"`rtc_prefix_attention` must be one of {RTC_PREFIX_ATTENTIONS}, "
-                f"got '{self.rtc_prefix_attention}'."
+                f"`rtc_prefix_attention` must be one of {RTC_PREFIX_ATTENTIONS}, got "
+                f"'{self.rtc_prefix_attention}'."
             )
         if self.rtc_prefix_attention == "shared_observation" and self.rtc_max_delay == 0 and not self.use_vae:
             raise ValueError(
@@ -210,8 +209,8 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             return
         if not isinstance(weights, dict):
             raise ValueError(
-                "`action_loss_weights` must map action names to weights, e.g. "
-                f"'{{\"gripper.pos\": 2.0}}', got {weights!r}."
+                "`action_loss_weights` must map action names to weights, e.g. '{\"gripper.pos\": 2.0}', "
+                f"got {weights!r}."
             )
         bad = {
             name: weight

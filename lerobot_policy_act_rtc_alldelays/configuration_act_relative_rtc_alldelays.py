@@ -37,7 +37,7 @@ class ACTRelativeRTCAllDelaysConfig(ACTRelativeRTCConfig):
         if not all(math.isfinite(w) for w in weights):
             raise ValueError(
                 f"`rtc_delay_loss_weights` must be finite numbers, got {list(weights)}: a NaN or inf weight "
-                f"makes every training loss NaN."
+                "makes every training loss NaN."
             )
         if any(w < 0 for w in weights):
             raise ValueError(f"`rtc_delay_loss_weights` must be non-negative, got {list(weights)}.")

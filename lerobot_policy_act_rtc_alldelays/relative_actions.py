@@ -110,8 +110,8 @@ def read_dataset_columns(dataset_root: str | Path, keys: list[str]) -> dict[str,
     files = sorted((Path(dataset_root) / "data").glob("**/*.parquet"))
     if not files:
         raise FileNotFoundError(
-            f"No parquet data files under {Path(dataset_root) / 'data'}: cannot read the dataset's "
-            f"{keys} columns. Is the dataset fully downloaded?"
+            f"No parquet data files under {Path(dataset_root) / 'data'}: cannot read the dataset's {keys} "
+            "columns. Is the dataset fully downloaded?"
         )
     index_keys = ["index", "episode_index", "frame_index"]
     tables = [pq.read_table(f, columns=[*index_keys, *keys]) for f in files]
@@ -140,11 +140,11 @@ def refuse_non_finite_columns(columns: dict[str, np.ndarray], keys: list[str], d
         row = bad_rows[0]
         raise ValueError(
             f"The dataset {dataset} has NaN or inf values in '{key}' in {len(bad_rows)} of "
-            f"{len(columns[key])} frames, the first at "
-            f"episode {columns['episode_index'][row]}, frame {columns['frame_index'][row]} (dataset index "
-            f"{columns['index'][row]}): {columns[key][row].tolist()}. Training on them would produce NaN "
-            "losses and weights. Repair those frames, or remove their episodes (`lerobot-edit-dataset "
-            "--operation.type=delete_episodes --operation.episode_indices=[...]`), and train again."
+            f"{len(columns[key])} frames, the first at episode {columns['episode_index'][row]}, frame "
+            f"{columns['frame_index'][row]} (dataset index {columns['index'][row]}): "
+            f"{columns[key][row].tolist()}. Training on them would produce NaN losses and weights. Repair "
+            "those frames, or remove their episodes (`lerobot-edit-dataset --operation.type=delete_episodes "
+            "--operation.episode_indices=[...]`), and train again."
         )
 
 
