@@ -23,11 +23,9 @@ one line per mode) to `--output-dir`.
 """
 
 import argparse
-import json
-import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,88 +39,40 @@ from lerobot.scripts.lerobot_eval import rollout
 from tqdm import tqdm
 
 from ..configuration_act_relative_rtc import RTC_INFERENCE_MODES
+from . import report as report_writer
+from .continuity import chunk_switch_changes, discontinuity_ratio
 from .metaworld_demos import DEFAULT_TASK, default_to_headless_rendering
+from .report import format_value, markdown_table
 
 DEFAULT_EVAL_SEED = 100_000  # far from the demonstration seeds (0, 1, ...)
 
 
-def chunk_switch_changes(actions: np.ndarray, chunk_starts: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Executed actions [T, A] and the steps at which chunks start -> (action jumps at chunk switches,
-    step-to-step changes inside chunks), both 1-D. A chunk starting at step 0 is no switch: nothing ran
-    before it."""
-    changes = np.linalg.norm(np.diff(np.asarray(actions, dtype=np.float64), axis=0), axis=-1)
-    is_switch = np.zeros(len(changes), dtype=bool)
-    for start in chunk_starts:
-        if 1 <= start < len(actions):
-            is_switch[start - 1] = True  # changes[t - 1] = ||a_t - a_{t-1}||
-    return changes[is_switch], changes[~is_switch]
-
-
-def discontinuity_ratio(switch_jumps: Sequence[float], inside_changes: Sequence[float]) -> float | None:
-    """Mean jump at chunk switches over mean change inside chunks; None when either is undefined."""
-    if len(switch_jumps) == 0 or len(inside_changes) == 0:
-        return None
-    inside = float(np.mean(inside_changes))
-    if inside == 0.0:
-        return None
-    return float(np.mean(switch_jumps)) / inside
-
-
 class ChunkStartRecorder:
     """Records, for each chunk the policy predicts inside `select_action`, the step at which its first
-    action executes (0-based, counted in `select_action` calls since `clear`).
-
-    Installs itself by wrapping the two methods on the policy instance.
-    """
+    action executes (0-based, counted in `select_action` calls since the policy's `reset`), through the
+    policy's public `on_chunk_start` hook."""
 
     def __init__(self, policy: torch.nn.Module):
-        self._policy = policy
-        self._select_action = policy.select_action
-        self._predict_action_chunk = policy.predict_action_chunk
-        policy.select_action = self.select_action
-        policy.predict_action_chunk = self.predict_action_chunk
-        self.clear()
+        self.chunk_starts: list[int] = []
+        policy.on_chunk_start = self.chunk_starts.append
 
     def clear(self) -> None:
-        self.steps = 0
-        self.chunk_starts: list[int] = []
-
-    def select_action(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        action = self._select_action(batch)
-        self.steps += 1
-        return action
-
-    def predict_action_chunk(self, batch: dict[str, torch.Tensor], *args, **kwargs) -> torch.Tensor:
-        # In both modes the actions still queued execute first; the new chunk's actions follow them.
-        self.chunk_starts.append(self.steps + len(self._policy._action_queue))
-        return self._predict_action_chunk(batch, *args, **kwargs)
+        self.chunk_starts.clear()
 
 
 def set_inference_delay(config: PreTrainedConfig, mode: str, delay: int) -> None:
     """Sets the emulated delay and mode, validated by the config's own rules (ValueError if invalid; the
     config is then left unchanged)."""
-    previous = (config.rtc_inference_mode, config.rtc_inference_delay)
+    error = config.inference_setting_error(mode, delay)
+    if error is not None:
+        raise ValueError(error)
     config.rtc_inference_mode, config.rtc_inference_delay = mode, delay
-    try:
-        config._validate_fields()
-    except ValueError:
-        config.rtc_inference_mode, config.rtc_inference_delay = previous
-        raise
 
 
 def valid_delays(config: PreTrainedConfig, mode: str, candidates: Iterable[int] | None = None) -> list[int]:
     """The delays among `candidates` (default: 0..chunk_size) that `mode` accepts with this config."""
     candidates = range(config.chunk_size + 1) if candidates is None else candidates
-    previous = (config.rtc_inference_mode, config.rtc_inference_delay)
-    valid = []
-    for delay in candidates:
-        try:
-            set_inference_delay(config, mode, delay)
-        except ValueError:
-            continue
-        valid.append(delay)
-    config.rtc_inference_mode, config.rtc_inference_delay = previous
-    return valid
+    return [delay for delay in candidates if config.inference_setting_error(mode, delay) is None]
 
 
 @dataclass
@@ -261,51 +211,46 @@ def run_sweep(
     }
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-
 def format_setting(result: SettingResult) -> str:
     return (
         f"{result.mode:>7} delay {result.delay:>2}: success {result.successes}/{result.n_episodes}, "
-        f"discontinuity {_fmt(result.discontinuity)} ({result.n_switches} switches)"
+        f"discontinuity {format_value(result.discontinuity)} ({result.n_switches} switches)"
     )
 
 
-def markdown_table(report: dict[str, Any]) -> str:
-    lines = [
+def sweep_markdown(report: dict[str, Any]) -> str:
+    header = (
         f"Delay sweep of `{report['checkpoint']}` on `{report['task']}`: {len(report['seeds'])} episodes "
         f"per setting (seeds {report['seeds'][0]}..{report['seeds'][-1]}, at most {report['max_steps']} "
         f"steps), chunk_size {report['chunk_size']}, n_action_steps {report['n_action_steps']}, "
-        f"rtc_max_delay {report['rtc_max_delay']}.",
-        "",
+        f"rtc_max_delay {report['rtc_max_delay']}."
+    )
+    meaning = (
         "Discontinuity = mean action jump at chunk switches / mean step-to-step change inside chunks "
-        "(1.0 = switches as smooth as the motion).",
-        "",
-        "| mode | delay | success | mean steps | switches | jump at switch | change inside | discontinuity |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "(1.0 = switches as smooth as the motion)."
+    )
+    headers = ["mode", "delay", "success", "mean steps", "switches"]
+    headers += ["jump at switch", "change inside", "discontinuity"]
+    rows = [
+        [
+            r["mode"],
+            r["delay"],
+            f"{r['successes']}/{r['n_episodes']}",
+            format_value(r["mean_steps"], 1),
+            r["n_switches"],
+            format_value(r["switch_jump_mean"], 3),
+            format_value(r["inside_change_mean"], 3),
+            r["discontinuity"],
+        ]
+        for r in report["results"]
     ]
-    for r in report["results"]:
-        lines.append(
-            f"| {r['mode']} | {r['delay']} | {r['successes']}/{r['n_episodes']} | {r['mean_steps']:.1f} | "
-            f"{r['n_switches']} | {_fmt(r['switch_jump_mean'], 3)} | {_fmt(r['inside_change_mean'], 3)} | "
-            f"{_fmt(r['discontinuity'])} |"
-        )
-    return "\n".join(lines) + "\n"
+    return f"{header}\n\n{meaning}\n\n{markdown_table(headers, rows)}\n"
 
 
-def plot_sweep(report: dict[str, Any], path: Path) -> bool:
-    """Two panels, success rate and discontinuity vs delay, one line per mode. False if matplotlib is
-    missing (it comes with the `plots` extra)."""
-    try:
-        import matplotlib
+def draw_sweep(report: dict[str, Any], plt):
+    """Two panels, success rate and discontinuity vs delay, one line per mode."""
+    from matplotlib.ticker import MaxNLocator
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        logging.warning("matplotlib is not installed (pip install '.[plots]'): no plot written.")
-        return False
     figure, (success_axis, discontinuity_axis) = plt.subplots(1, 2, figsize=(10, 4))
     for mode in dict.fromkeys(r["mode"] for r in report["results"]):
         rows = [r for r in report["results"] if r["mode"] == mode]
@@ -331,19 +276,16 @@ def plot_sweep(report: dict[str, Any], path: Path) -> bool:
         axis.grid(alpha=0.3)
     figure.suptitle(f"{report['task']}: {len(report['seeds'])} episodes per point (dashed: rtc_max_delay)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return True
+    return figure
 
 
 def write_report(report: dict[str, Any], output_dir: Path) -> str:
-    """Writes delay_sweep.{json,md,png} and returns the markdown table."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "delay_sweep.json").write_text(json.dumps(report, indent=2))
-    table = markdown_table(report)
-    (output_dir / "delay_sweep.md").write_text(table)
-    plot_sweep(report, output_dir / "delay_sweep.png")
-    return table
+    """Writes delay_sweep.{json,md,png} through the tools' report writer and returns the markdown."""
+    markdown = sweep_markdown(report)
+    report_writer.write_report(
+        output_dir, "delay_sweep", report, markdown, {"delay_sweep": partial(draw_sweep, report)}
+    )
+    return markdown
 
 
 def parse_delays(text: str) -> list[int]:
