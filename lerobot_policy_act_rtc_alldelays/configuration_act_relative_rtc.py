@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.types import NormalizationMode
 from lerobot.optim.optimizers import AdamWConfig
+from lerobot.utils.constants import OBS_STATE
 
-OBS_STATE_KEY = "observation.state"
 RTC_INFERENCE_MODES = ("prefix", "discard")
 RTC_PREFIX_ATTENTIONS = ("full", "shared_observation")
 
@@ -263,15 +263,15 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
         if self.predict_relative_actions:
             if self.robot_state_feature is None:
                 raise ValueError(
-                    f"`predict_relative_actions=true` predicts actions relative to '{OBS_STATE_KEY}', but "
-                    f"the input features have none. Add '{OBS_STATE_KEY}' to the dataset or the input "
-                    "features, or train with `--policy.predict_relative_actions=false`."
+                    f"`predict_relative_actions=true` predicts actions relative to '{OBS_STATE}', but the "
+                    f"input features have none. Add '{OBS_STATE}' to the dataset or the input features, or "
+                    "train with `--policy.predict_relative_actions=false`."
                 )
             action_dim = self.action_feature.shape[0]
             state_dim = self.robot_state_feature.shape[0]
             if action_dim != state_dim:
                 raise ValueError(
-                    f"`predict_relative_actions=true` subtracts '{OBS_STATE_KEY}' from the action, but the "
+                    f"`predict_relative_actions=true` subtracts '{OBS_STATE}' from the action, but the "
                     f"action has {action_dim} dimensions and the state {state_dim}. Use a dataset whose "
                     "action and state live in the same space, or train with "
                     "`--policy.predict_relative_actions=false`."
@@ -283,6 +283,14 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
 
     @property
     def action_delta_indices(self) -> list[int]:
+        """The training window: W = rtc_max_delay + chunk_size action offsets from the observation's frame
+        t, starting at k = first_action_index. For each delay d in 0..rtc_max_delay:
+
+            offset  k            k+d                         k+d+chunk_size        k+W
+                    [ prefix (d) | targets (chunk_size)       | rest (max_delay-d) ]
+
+        The prefix is what executes while inference runs; the targets are the chunk that follows it.
+        """
         return list(range(self.first_action_index, self.first_action_index + self.action_window_size))
 
     @property

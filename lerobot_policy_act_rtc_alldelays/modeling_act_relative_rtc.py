@@ -4,6 +4,15 @@ The transformer sees, as encoder tokens: the camera feature maps (2D sinusoidal 
 state if present, the VAE latent if the VAE is on, then `rtc_max_delay` action-prefix tokens. A prefix token
 at a position `>= delay` is replaced by a learnable pad embedding, so one network serves every delay. The
 robot state is not a token: it is the origin of the relative actions.
+
+Shape letters used in every module of this package:
+    B: samples in the batch                 D: delays trained per sample, `rtc_max_delay + 1`
+    N: sequences the transformer runs on (B, or B * D with all delays expanded)
+    G: delay groups packed into one sequence (shared-observation attention)
+    L: delay-dependent encoder tokens per sequence (the VAE latent if on, then the P prefix tokens)
+    P: prefix tokens, `rtc_max_delay`       S: encoder tokens (S_obs of them from the observation)
+    W: actions in a training window, `rtc_max_delay + chunk_size`
+    A: action dimensions                    T: actions in a chunk or a runtime left-over
 """
 
 import logging
@@ -24,12 +33,13 @@ from lerobot.policies.act.modeling_act import (
     create_sinusoidal_pos_embedding,
 )
 from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .attention import attention_masks, shared_observation_masks, use_masked_attention
-from .configuration_act_relative_rtc import OBS_STATE_KEY, RTC_PREFIX_ATTENTIONS, ACTRelativeRTCConfig
+from .configuration_act_relative_rtc import RTC_PREFIX_ATTENTIONS, ACTRelativeRTCConfig
 from .model_card import add_plugin_section
 from .relative_actions import (
     RelativeActionNormalizer,
@@ -39,9 +49,8 @@ from .relative_actions import (
     stats_fingerprint,
 )
 
-ACTION_KEY = "action"
-ACTION_IS_PAD_KEY = "action_is_pad"
-OBS_ENV_STATE_KEY = "observation.environment_state"
+# LeRobot's dataset names the padding mask of a key's window "<key>_is_pad"; no constant exists for it.
+ACTION_IS_PAD = f"{ACTION}_is_pad"
 # Buffers derived from the training dataset rather than learned.
 DATASET_DERIVED_BUFFERS = (
     "action_loss_weight",
@@ -129,7 +138,7 @@ class ACTRelativeRTC(nn.Module):
             tokens.append(einops.rearrange(feature_map, "b c h w -> (h w) b c"))
             positions.append(einops.rearrange(position, "1 c h w -> (h w) 1 c"))
         if self.config.env_state_feature:
-            tokens.append(self.encoder_env_state_input_proj(batch[OBS_ENV_STATE_KEY]).unsqueeze(0))
+            tokens.append(self.encoder_env_state_input_proj(batch[OBS_ENV_STATE]).unsqueeze(0))
             positions.append(self.encoder_env_state_pos_embed.weight.unsqueeze(1))
         return torch.cat(tokens), torch.cat(positions)
 
@@ -353,20 +362,20 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         """Refuses NaN or inf in the dataset's numeric columns, then derives the loss weights, the
         relative-action statistics and their fingerprint. Reads only those parquet columns."""
         dataset = f"'{dataset_meta.repo_id}' ({dataset_meta.root})"
-        keys = [k for k in (OBS_STATE_KEY, OBS_ENV_STATE_KEY, ACTION_KEY) if k in dataset_meta.features]
+        keys = [k for k in (OBS_STATE, OBS_ENV_STATE, ACTION) if k in dataset_meta.features]
         columns = read_dataset_columns(dataset_meta.root, keys)
         refuse_non_finite_columns(columns, keys, dataset)
         if self.config.action_loss_weights:
             self.action_loss_weight.copy_(
-                action_weights_from_names(self.config.action_loss_weights, dataset_meta.features[ACTION_KEY])
+                action_weights_from_names(self.config.action_loss_weights, dataset_meta.features[ACTION])
             )
-        stats_columns = [columns[k] for k in ("episode_index", OBS_STATE_KEY, ACTION_KEY) if k in columns]
+        stats_columns = [columns[k] for k in ("episode_index", OBS_STATE, ACTION) if k in columns]
         self.stats_fingerprint.copy_(stats_fingerprint(stats_columns, self.config.action_delta_indices))
         if self.config.predict_relative_actions:
             mean, std = compute_relative_action_stats(
                 columns["episode_index"],
-                columns[OBS_STATE_KEY],
-                columns[ACTION_KEY],
+                columns[OBS_STATE],
+                columns[ACTION],
                 self.config.action_delta_indices,
             )
             self.relative_action_normalizer.set_stats(mean, std)
@@ -410,28 +419,35 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
 
     def _training_window(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """The action window in model space [B, W, A] and its padding mask [B, W]."""
-        window = batch[ACTION_KEY]
+        window = batch[ACTION]
         expected = self.config.action_window_size
         if window.ndim != 3 or window.shape[1] != expected:
             raise ValueError(
-                f"'{ACTION_KEY}' must be a window of rtc_max_delay + chunk_size = {expected} actions per "
-                f"sample "
+                f"'{ACTION}' must be a window of rtc_max_delay + chunk_size = {expected} actions per sample "
                 f"([batch, {expected}, action_dim]), got shape {tuple(window.shape)}. Load the dataset with "
-                f"`delta_timestamps` from this config's `action_delta_indices` (a dataset cached with "
-                f"another "
-                f"chunk_size or rtc_max_delay returns other windows)."
+                "`delta_timestamps` from this config's `action_delta_indices` (a dataset cached with "
+                "another chunk_size or rtc_max_delay returns other windows)."
             )
-        window_is_pad = batch.get(ACTION_IS_PAD_KEY)
+        window_is_pad = batch.get(ACTION_IS_PAD)
         if window_is_pad is None:
             window_is_pad = torch.zeros(window.shape[:2], dtype=torch.bool, device=window.device)
-        return self.to_model_space(window, batch.get(OBS_STATE_KEY)), window_is_pad
+        return self.to_model_space(window, batch.get(OBS_STATE)), window_is_pad
 
     # ---- training ------------------------------------------------------------------------------------
     def forward(
         self, batch: dict[str, Tensor], reduction: str = "mean", delays: Tensor | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """Training loss with one delay per sample, drawn uniformly from 0..rtc_max_delay unless `delays`
-        ([B] ints) fixes them. `reduction="none"` returns the per-sample loss [B]."""
+        ([B] ints) fixes them. `reduction="none"` returns the per-sample loss [B].
+
+        The batch, as the preprocessor delivers it:
+            `observation.images.<camera>` [B, 3, H, W] for every camera of the config;
+            `observation.environment_state` [B, E] if the config has one;
+            `observation.state` [B, A], raw (the origin of the relative actions), when they are on;
+            `action` [B, W, A], raw with relative actions on and normalized otherwise, the window of
+                `action_delta_indices` (see the config);
+            `action_is_pad` [B, W], optional: True where LeRobot padded the window past the episode.
+        """
         window, window_is_pad = self._training_window(batch)
         batch_size = window.shape[0]
         if delays is None:
@@ -489,7 +505,7 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             return self._predict_for_rtc_runtime(batch, inference_delay or 0, prev_chunk_left_over)
         self.eval()
         batch_size = self._observation_batch_size(batch)
-        state = batch.get(OBS_STATE_KEY)
+        state = batch.get(OBS_STATE)
         model_prefix = self._inference_prefix(delay, action_prefix, state, batch_size)
         delays = torch.full((batch_size,), delay, dtype=torch.long, device=model_prefix.device)
         predicted = self.model(batch, model_prefix, delays)[0]
@@ -543,9 +559,9 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         if inference_delay >= chunk.shape[1]:
             self._log_delay_limit(
                 "chunk",
-                f"Inference delay {inference_delay} is not shorter than the returned chunk "
-                f"({chunk.shape[1]} actions): LeRobot's runtime skips all of them. Make inference faster, or "
-                f"train with a larger chunk_size.",
+                f"Inference delay {inference_delay} is not shorter than the returned chunk ({chunk.shape[1]} "
+                "actions): LeRobot's runtime skips all of them. Make inference faster, or train with a "
+                "larger chunk_size.",
             )
         self._rtc_chunks.appendleft(chunk)
         return chunk
@@ -557,7 +573,7 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             left_over = left_over.unsqueeze(0)
         if left_over.ndim != 3 or left_over.shape[0] != batch_size or left_over.shape[2] != action_dim:
             raise ValueError(
-                f"prev_chunk_left_over must be [T, action_dim] or [batch, T, action_dim] with "
+                "prev_chunk_left_over must be [T, action_dim] or [batch, T, action_dim] with "
                 f"batch={batch_size} (the observation's) and action_dim={action_dim}, got shape "
                 f"{tuple(left_over.shape)}."
             )
@@ -567,9 +583,9 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             if trailing_zero and self._rtc_chunks:
                 self._log_delay_limit(
                     "unmatched",
-                    f"prev_chunk_left_over continues no chunk this policy returned and ends with "
+                    "prev_chunk_left_over continues no chunk this policy returned and ends with "
                     f"{trailing_zero} all-zero rows; they are used as real actions. If they are padding, "
-                    f"pass real rows only.",
+                    "pass real rows only.",
                 )
             n_real = left_over.shape[1]
         real = left_over[:, :n_real]
@@ -612,14 +628,14 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
                 "rtc_max_delay",
                 f"Inference delay {inference_delay} exceeds rtc_max_delay={max_delay}, the largest delay "
                 f"this policy was trained on: conditioning on {min(max_delay, n_real)} committed actions. "
-                f"Make inference faster, or train with a larger --policy.rtc_max_delay.",
+                "Make inference faster, or train with a larger --policy.rtc_max_delay.",
             )
         if n_real < min(inference_delay, max_delay):
             self._log_delay_limit(
                 "left_over",
                 f"Inference delay {inference_delay}, but only {n_real} real actions were left in the "
-                f"runtime's queue (it ran dry): conditioning on those. Raise --inference.queue_threshold so "
-                f"that the next chunk is requested earlier.",
+                "runtime's queue (it ran dry): conditioning on those. Raise --inference.queue_threshold so "
+                "that the next chunk is requested earlier.",
             )
 
     def _log_delay_limit(self, kind: str, message: str) -> None:
@@ -633,27 +649,27 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         """Checks that the observation holds every input the model reads, batched alike; returns B."""
         required = {key: 4 for key in self.config.image_features}  # key -> ndim: cameras [B, C, H, W]
         if self.config.env_state_feature:
-            required[OBS_ENV_STATE_KEY] = 2
+            required[OBS_ENV_STATE] = 2
         if self.config.predict_relative_actions:
-            required[OBS_STATE_KEY] = 2
+            required[OBS_STATE] = 2
         missing = [key for key in required if batch.get(key) is None]
         if missing:
             raise ValueError(
                 f"The observation lacks {missing}; this policy reads {list(required)}. Pass the observation "
-                f"through the policy's preprocessor, and map other camera names with `--rename_map`."
+                "through the policy's preprocessor, and map other camera names with `--rename_map`."
             )
         shapes = {key: tuple(batch[key].shape) for key in required}
         if any(len(shapes[key]) != ndim for key, ndim in required.items()):
             raise ValueError(
-                f"Observation tensors need a batch dimension (cameras [B, C, H, W], states [B, dim]), got "
+                "Observation tensors need a batch dimension (cameras [B, C, H, W], states [B, dim]), got "
                 f"shapes {shapes}. Add it with `unsqueeze(0)`, as LeRobot's preprocessor does."
             )
         if self.config.predict_relative_actions:
             state_dim = self.config.robot_state_feature.shape[0]
-            if shapes[OBS_STATE_KEY][1] != state_dim:
+            if shapes[OBS_STATE][1] != state_dim:
                 raise ValueError(
-                    f"'{OBS_STATE_KEY}' has {shapes[OBS_STATE_KEY][1]} dimensions, this policy was trained "
-                    f"with {state_dim}."
+                    f"'{OBS_STATE}' has {shapes[OBS_STATE][1]} dimensions, this policy was trained with "
+                    f"{state_dim}."
                 )
         batch_sizes = {shape[0] for shape in shapes.values()}
         if len(batch_sizes) != 1:
@@ -767,9 +783,9 @@ def action_weights_from_names(weights_by_name: dict[str, float], action_feature:
     dim = action_feature["shape"][0]
     if not names or len(names) != dim:
         raise ValueError(
-            f"`action_loss_weights` needs the dataset's action feature names, but the action feature has "
+            "`action_loss_weights` needs the dataset's action feature names, but the action feature has "
             f"names={names!r} for {dim} dimensions. Record the dataset with named actions or drop "
-            f"`action_loss_weights`."
+            "`action_loss_weights`."
         )
     unknown = sorted(set(weights_by_name) - set(names))
     if unknown:
@@ -813,7 +829,7 @@ def _after_state_dict_load(policy: ACTRelativeRTCPolicy, incompatible_keys) -> N
             raise ValueError(
                 f"These weights were trained with `rtc_prefix_attention={trained}`, but the policy is "
                 f"configured with `rtc_prefix_attention={configured}`: the observation tokens would attend "
-                f"to other tokens than in training and every prediction would change. Load them with "
+                "to other tokens than in training and every prediction would change. Load them with "
                 f"`--policy.rtc_prefix_attention={trained}` (or `rtc_prefix_attention='{trained}'` in the "
                 "config); to use the other mode, train a policy with it."
             )
