@@ -44,6 +44,11 @@ def tiny_config(**overrides) -> ACTRelativeRTCAllDelaysConfig:
     return ACTRelativeRTCAllDelaysConfig(**fields)
 
 
+def tiny_dataset_config(**overrides) -> ACTRelativeRTCAllDelaysConfig:
+    """The tiny policy without features: `make_policy(cfg, ds_meta=...)` takes them from the dataset."""
+    return ACTRelativeRTCAllDelaysConfig(**{"device": "cpu", "use_vae": False, **TINY_RTC, **overrides})
+
+
 def set_unit_stats(policy) -> None:
     """Relative-action statistics that make the normalizer the identity on `action - state`."""
     if policy.config.predict_relative_actions:

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_policy
+from conftest import make_policy, tiny_dataset_config
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 from lerobot.policies.factory import make_policy as lerobot_make_policy
@@ -20,22 +20,8 @@ BAD_INDEX, BAD_EPISODE, BAD_FRAME = 27, 1, 7
 
 
 def _config(**overrides) -> ACTRelativeRTCAllDelaysConfig:
-    fields = dict(
-        device="cpu",
-        pretrained_backbone_weights=None,
-        chunk_size=4,
-        n_action_steps=4,
-        rtc_max_delay=2,
-        dim_model=16,
-        n_heads=2,
-        dim_feedforward=16,
-        n_encoder_layers=1,
-        n_decoder_layers=1,
-        use_vae=False,
-        push_to_hub=False,
-    )
-    fields.update(overrides)
-    return ACTRelativeRTCAllDelaysConfig(**fields)
+    fields = dict(chunk_size=4, n_action_steps=4, rtc_max_delay=2)
+    return tiny_dataset_config(**{**fields, **overrides})
 
 
 def _poisoned_copy(dataset, tmp_path, column: str, value: float) -> LeRobotDatasetMetadata:

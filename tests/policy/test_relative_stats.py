@@ -5,6 +5,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from conftest import tiny_dataset_config
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.policies.factory import make_policy
@@ -20,23 +21,8 @@ from lerobot_policy_act_rtc_alldelays.tools.synthetic_dataset import make_synthe
 
 
 def _config(**overrides) -> ACTRelativeRTCAllDelaysConfig:
-    fields = dict(
-        device="cpu",
-        pretrained_backbone_weights=None,
-        chunk_size=6,
-        n_action_steps=6,
-        rtc_max_delay=2,
-        first_action_index=1,
-        dim_model=32,
-        n_heads=4,
-        dim_feedforward=64,
-        n_encoder_layers=1,
-        n_decoder_layers=1,
-        use_vae=False,
-        push_to_hub=False,
-    )
-    fields.update(overrides)
-    return ACTRelativeRTCAllDelaysConfig(**fields)
+    fields = dict(chunk_size=6, n_action_steps=6, rtc_max_delay=2, first_action_index=1)
+    return tiny_dataset_config(**{**fields, **overrides})
 
 
 def _windows_seen_by_training(dataset_root, repo_id, fps, action_offsets):

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import make_policy
+from conftest import TINY_RTC, make_policy
 
 from lerobot_policy_act_rtc_alldelays.tools.latency import (
     ACT,
@@ -78,14 +78,10 @@ def test_a_training_config_is_measured_at_its_sizes_before_training(tmp_path):
                 "observation.state": {"type": "STATE", "shape": [4]},
                 "observation.images.wrist": {"type": "VISUAL", "shape": [3, 48, 64]},
             },
+            **TINY_RTC,
             "chunk_size": 4,
             "n_action_steps": 4,
             "rtc_max_delay": 2,
-            "dim_model": 32,
-            "n_heads": 4,
-            "dim_feedforward": 64,
-            "n_encoder_layers": 1,
-            "n_decoder_layers": 1,
             "use_vae": False,
             "downscale_img_square": 32,
         }
