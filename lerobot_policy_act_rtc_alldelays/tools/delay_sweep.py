@@ -41,7 +41,7 @@ from tqdm import tqdm
 from ..configuration_act_relative_rtc import RTC_INFERENCE_MODES
 from . import report as report_writer
 from .continuity import chunk_switch_changes, discontinuity_ratio
-from .metaworld_demos import DEFAULT_TASK, default_to_headless_rendering
+from .metaworld_demos import DEFAULT_TASK, default_to_headless_rendering, set_max_episode_steps
 from .report import format_value, markdown_table
 
 DEFAULT_EVAL_SEED = 100_000  # far from the demonstration seeds (0, 1, ...)
@@ -184,9 +184,8 @@ def run_sweep(
     default_to_headless_rendering()
     envs = make_env(env_cfg, n_envs=1)
     env = next(iter(next(iter(envs.values())).values()))
-    # rollout() runs up to the env's `_max_episode_steps` (MetaWorld's 500); cap it for a shorter sweep.
-    env_limit = env.envs[0]._max_episode_steps
-    env.envs[0]._max_episode_steps = min(max_steps, env_limit)
+    # rollout() runs up to the env's own limit (MetaWorld's 500); cap it for a shorter sweep.
+    env_limit = set_max_episode_steps(env.envs[0], max_steps)
 
     seeds = list(range(seed, seed + n_episodes))
     results = []
@@ -203,7 +202,7 @@ def run_sweep(
         "checkpoint": checkpoint,
         "task": task,
         "seeds": seeds,
-        "max_steps": min(max_steps, env_limit),
+        "max_steps": env_limit,
         "chunk_size": config.chunk_size,
         "n_action_steps": config.n_action_steps,
         "rtc_max_delay": config.rtc_max_delay,

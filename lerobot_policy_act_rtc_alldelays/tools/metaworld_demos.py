@@ -7,7 +7,7 @@ training and evaluation see the same pixels. The only difference is that storage
 image to uint8 (at most 0.5/255 per pixel), whereas evaluation feeds the float result.
 
 Actions are MetaWorld's end-effector deltas and gripper effort (not joint targets), clipped to the action
-space [-1, 1] as the environment clips them; train on them with `--policy.use_relative_actions=false`.
+space [-1, 1] as the environment clips them; train on them with `--policy.predict_relative_actions=false`.
 Only episodes where the expert succeeds are kept. An episode ends at the success step: LeRobot's
 `MetaworldEnv` resets itself there, and `lerobot-eval` ends the episode there too.
 
@@ -18,10 +18,11 @@ reset seed), so each episode seeds that generator with its own seed.
 import argparse
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -72,14 +73,49 @@ def default_to_headless_rendering() -> None:
         os.environ["MUJOCO_GL"] = "egl"
 
 
+def lerobot_mujoco_env(env: MetaworldEnv, wrapper: Callable[[Any], Any] | None = None) -> Any:
+    """The MetaWorld (MuJoCo) env inside LeRobot's `MetaworldEnv`, created if needed; with `wrapper`, that
+    env is first replaced by `wrapper(env)` (every later step of LeRobot's env then goes through it).
+
+    The only access to LeRobot's private MetaWorld internals. LeRobot 0.4.4 and 0.6.1 give no public
+    handle on the MuJoCo env, yet the scripted expert and the state observations need MetaWorld's full
+    39-dim observation, which LeRobot's env drops. LeRobot 0.4 creates it in `__init__`, 0.6 on first use
+    in `_ensure_env()`; both keep it in `_env`. tests/tools/test_study.py checks this contract and fails
+    loudly when a LeRobot release changes it.
+    """
+    ensure_env = getattr(env, "_ensure_env", None)
+    if ensure_env is not None:
+        ensure_env()
+    mujoco_env = getattr(env, "_env", None)
+    if mujoco_env is None or not hasattr(mujoco_env, "step"):
+        raise RuntimeError(
+            f"LeRobot's MetaworldEnv no longer keeps its MuJoCo env in `_env` (found {mujoco_env!r}): update "
+            f"`lerobot_mujoco_env` in {__name__} for this LeRobot release."
+        )
+    if wrapper is not None:
+        env._env = mujoco_env = wrapper(mujoco_env)
+    return mujoco_env
+
+
+def set_max_episode_steps(env: gym.Env, max_steps: int) -> int:
+    """Caps the episodes that LeRobot's `rollout` runs in `env` (an env of a vector env) at `max_steps`, or
+    at the env's own limit if that is lower (MetaWorld's is 500). Returns the limit now in force.
+
+    `rollout` reads the private `_max_episode_steps` of the first env (through `env.call`) and offers no
+    other way to set the limit. tests/tools/test_study.py checks that `rollout` still stops there.
+    """
+    if max_steps <= 0:
+        raise ValueError(f"max_steps must be a positive number of control steps, got {max_steps}.")
+    env._max_episode_steps = min(max_steps, getattr(env, "_max_episode_steps", max_steps))
+    return env._max_episode_steps
+
+
 def make_expert_env(task: str) -> MetaworldEnv:
     """LeRobot's MetaWorld env with the settings of its `--env.type=metaworld` config (pixels + agent_pos),
     its MuJoCo env wrapped in a `RawObservationRecorder` for the expert."""
     default_to_headless_rendering()
     env = MetaworldEnv(task=task, **MetaworldEnvConfig(task=task).gym_kwargs)
-    if getattr(env, "_ensure_env", None):  # LeRobot 0.6 creates the MuJoCo env on first use
-        env._ensure_env()
-    env._env = RawObservationRecorder(env._env)
+    lerobot_mujoco_env(env, wrapper=RawObservationRecorder)
     return env
 
 
@@ -111,7 +147,7 @@ def run_expert_episode(
 ) -> tuple[list[dict[str, Any]], bool]:
     """Runs the scripted expert for one episode in an env from `make_expert_env`. Returns the frames to
     store and whether the expert succeeded."""
-    recorder = env._env
+    recorder = lerobot_mujoco_env(env)
     np.random.seed(seed)  # MetaWorld draws the object positions from NumPy's global generator
     observation, _ = env.reset(seed=seed)
     frames = []

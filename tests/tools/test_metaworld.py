@@ -98,7 +98,6 @@ def test_chunk_starts_are_recorded_where_the_first_action_of_each_chunk_executes
         policy.select_action(batch)
     # Each chunk contributes n_action_steps actions, whatever the delay.
     assert recorder.chunk_starts == [0, 4, 8]
-    assert recorder.steps == 10
 
 
 def test_valid_delays_follow_the_config_rules():
@@ -119,7 +118,7 @@ def tiny_checkpoint(demo_dataset, tmp_path_factory):
         },
         output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(4,))},
         pretrained_backbone_weights=None,
-        use_relative_actions=False,
+        predict_relative_actions=False,
         downscale_img_square=IMAGE_SIZE,
         chunk_size=4,
         n_action_steps=2,
@@ -170,7 +169,7 @@ def test_main_job_overrides_replace_the_lerobot_train_defaults(demo_dataset, tmp
     )
     assert {"--steps=10", "--save_freq=10", "--policy.dim_model=64"} <= set(arguments)
     assert not any(a.startswith("--policy.dim_model=128") for a in arguments)
-    assert {"--policy.use_relative_actions=false", f"--policy.downscale_img_square={IMAGE_SIZE}"} <= set(
+    assert {"--policy.predict_relative_actions=false", f"--policy.downscale_img_square={IMAGE_SIZE}"} <= set(
         arguments
     )
     assert f"--dataset.root={demo_dataset.meta.root}" in arguments
