@@ -33,6 +33,20 @@ SMALL: dict[str, Any] = dict(
     n_decoder_layers=1,
 )
 
+# The evidence study's size, shared by every variant: a state-only transformer small enough that a training
+# takes seconds to minutes on one CPU core. No VAE: at inference ACT's VAE only feeds a zero latent, and its
+# encoder would run once per delay in the all-delays variants, whose step already costs ~D times more there.
+STATE_STUDY: dict[str, Any] = dict(
+    pretrained_backbone_weights=None,
+    dim_model=64,
+    n_heads=4,
+    dim_feedforward=128,
+    n_encoder_layers=1,
+    n_decoder_layers=1,
+    use_vae=False,
+    dropout=0.1,
+)
+
 # The design note's size (the SO-101 configuration): ResNet34 at 224 px, chunk 8, 4 + 4 pre-norm layers.
 DESIGN_NOTE: dict[str, Any] = dict(
     vision_backbone="resnet34",

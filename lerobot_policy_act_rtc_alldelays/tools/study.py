@@ -74,6 +74,7 @@ from .delay_sweep import set_inference_delay
 from .interleave import rotated
 from .metaworld_demos import default_to_headless_rendering
 from .metaworld_state import DEMO_CONDITIONS, Demo, MetaworldStateEnv, record_demos, state_features
+from .policy_sizes import STATE_STUDY
 from .report import markdown_table, write_report
 
 ACTION_IS_PAD = "action_is_pad"
@@ -88,21 +89,6 @@ DEFAULT_TASKS = ("hammer-v3", "assembly-v3")
 DEFAULT_EVAL_SEED = 100_000
 STD_FLOOR = 0.01  # 1 cm for positions; actions and gripper values are of order 1
 DEMO_MAX_STEPS = 300  # the experts need at most ~270 steps on the candidate tasks
-
-# The study's policy size, shared by every variant: a state-only transformer small enough that a training
-# takes seconds to minutes on one CPU core. No VAE: at inference ACT's VAE only feeds a zero latent, and its
-# encoder would run once per delay in the all-delays variants, whose step already costs ~D times more here.
-STUDY_SIZE: dict[str, Any] = dict(
-    pretrained_backbone_weights=None,
-    dim_model=64,
-    n_heads=4,
-    dim_feedforward=128,
-    n_encoder_layers=1,
-    n_decoder_layers=1,
-    use_vae=False,
-    dropout=0.1,
-)
-
 
 @dataclass
 class StudySettings:
@@ -205,7 +191,7 @@ def policy_config(variant: str, settings: StudySettings) -> PreTrainedConfig:
         n_action_steps=settings.n_action_steps,
         optimizer_lr=settings.lr,
         optimizer_lr_backbone=settings.lr,
-        **STUDY_SIZE,
+        **STATE_STUDY,
     )
     if variant == "act":
         return ACTConfig(**shared)
@@ -661,7 +647,7 @@ def run_study(settings: StudySettings, log: Callable[[str], None] = print) -> li
         episodes_file(out, task).write_text("")
     meta: dict[str, Any] = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
-        "study_size": STUDY_SIZE,
+        "study_size": STATE_STUDY,
         "variants": {v: DESCRIPTIONS[v] for v in settings.variants},
         "python": platform.python_version(),
         "lerobot": _lerobot_version(),

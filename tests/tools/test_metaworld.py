@@ -8,11 +8,10 @@ import torch
 
 pytest.importorskip("metaworld")  # the `metaworld` extra; the modules below import it
 
-from conftest import make_batch, make_policy  # noqa: E402
+from conftest import make_batch, make_policy, tiny_config  # noqa: E402
 from lerobot.configs.types import FeatureType, PolicyFeature  # noqa: E402
 
 from lerobot_policy_act_rtc_alldelays import (  # noqa: E402
-    ACTRelativeRTCAllDelaysConfig,
     ACTRelativeRTCAllDelaysPolicy,
     make_act_relative_rtc_alldelays_pre_post_processors,
     pad_to_square_and_resize,
@@ -110,25 +109,17 @@ def test_valid_delays_follow_the_config_rules():
 @pytest.fixture(scope="module")
 def tiny_checkpoint(demo_dataset, tmp_path_factory):
     """An untrained tiny policy saved like lerobot-train saves it (config, weights, both processors)."""
-    config = ACTRelativeRTCAllDelaysConfig(
-        device="cpu",
+    config = tiny_config(
         input_features={
             IMAGE_KEY: PolicyFeature(type=FeatureType.VISUAL, shape=(3, IMAGE_SIZE, IMAGE_SIZE)),
             STATE_KEY: PolicyFeature(type=FeatureType.STATE, shape=(4,)),
         },
         output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(4,))},
-        pretrained_backbone_weights=None,
         predict_relative_actions=False,
         downscale_img_square=IMAGE_SIZE,
         chunk_size=4,
         n_action_steps=2,
         rtc_max_delay=1,
-        dim_model=16,
-        n_heads=2,
-        dim_feedforward=32,
-        n_encoder_layers=1,
-        use_vae=False,
-        push_to_hub=False,
     )
     torch.manual_seed(0)
     policy = ACTRelativeRTCAllDelaysPolicy(config)
