@@ -40,23 +40,19 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .attention import attention_masks, shared_observation_masks, use_masked_attention
 from .configuration_act_relative_rtc import RTC_PREFIX_ATTENTIONS, ACTRelativeRTCConfig
-from .model_card import add_plugin_section
-from .relative_actions import (
-    RelativeActionNormalizer,
-    compute_relative_action_stats,
-    read_dataset_columns,
-    refuse_non_finite_columns,
-    stats_fingerprint,
+from .dataset_derived import (
+    after_state_dict_load,
+    derive_from_dataset,
+    loaded_without,
+    register_dataset_derived_buffers,
 )
+from .inference_inputs import check_action_prefix, observation_batch_size
+from .model_card import add_plugin_section
+from .relative_actions import RelativeActionNormalizer
+from .rtc_runtime import RTCRuntimeAdapter
 
 # LeRobot's dataset names the padding mask of a key's window "<key>_is_pad"; no constant exists for it.
 ACTION_IS_PAD = f"{ACTION}_is_pad"
-# Buffers derived from the training dataset rather than learned.
-DATASET_DERIVED_BUFFERS = (
-    "action_loss_weight",
-    "relative_action_normalizer.mean",
-    "relative_action_normalizer.std",
-)
 
 
 def delay_windows(window: Tensor, chunk_size: int) -> Tensor:
@@ -326,7 +322,7 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         When `make_policy` then loads a checkpoint (`--policy.path` or `--resume`), the statistics and loss
         weights stored in it are kept if they were derived from the same data (same `stats_fingerprint`:
         resuming, or continuing on the same dataset) and re-derived from `dataset_meta` otherwise
-        (fine-tuning on another dataset). See `_after_state_dict_load`.
+        (fine-tuning on another dataset). See `dataset_derived`.
         """
         super().__init__(config)
         config.validate_features()
@@ -335,50 +331,19 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         action_dim = config.action_feature.shape[0]
         if config.predict_relative_actions:
             self.relative_action_normalizer = RelativeActionNormalizer(action_dim)
-        self.register_buffer("action_loss_weight", torch.ones(action_dim))
-        # What the statistics and loss weights were derived from (all zero: unknown).
-        self.register_buffer("stats_fingerprint", torch.zeros(32, dtype=torch.uint8))
+        register_dataset_derived_buffers(self, action_dim)
         # The attention mode the weights were trained with: the other mode would change every prediction.
         self.register_buffer(
             "trained_prefix_attention", torch.tensor(RTC_PREFIX_ATTENTIONS.index(config.rtc_prefix_attention))
         )
-        self._derived_from_dataset: dict[str, Tensor] | None = None
         if dataset_meta is not None:
-            self._init_from_dataset(dataset_meta)
-            if config.pretrained_path is not None:
-                # `make_policy` loads the checkpoint next: the load decides which values stay.
-                self._derived_from_dataset = {
-                    k: v.clone()
-                    for k, v in self.state_dict().items()
-                    if k in (*DATASET_DERIVED_BUFFERS, "stats_fingerprint")
-                }
-                self._dataset_name = f"'{dataset_meta.repo_id}' ({dataset_meta.root})"
-        self.register_load_state_dict_post_hook(_after_state_dict_load)
+            derive_from_dataset(self, dataset_meta)
+        self.register_load_state_dict_post_hook(refuse_other_attention_mode)
+        self.register_load_state_dict_post_hook(after_state_dict_load)
+        self.rtc_runtime = RTCRuntimeAdapter(config)
         if config.temporal_ensemble_coeff is not None:
             self.temporal_ensembler = ACTTemporalEnsembler(config.temporal_ensemble_coeff, config.chunk_size)
         self.reset()
-
-    def _init_from_dataset(self, dataset_meta) -> None:
-        """Refuses NaN or inf in the dataset's numeric columns, then derives the loss weights, the
-        relative-action statistics and their fingerprint. Reads only those parquet columns."""
-        dataset = f"'{dataset_meta.repo_id}' ({dataset_meta.root})"
-        keys = [k for k in (OBS_STATE, OBS_ENV_STATE, ACTION) if k in dataset_meta.features]
-        columns = read_dataset_columns(dataset_meta.root, keys)
-        refuse_non_finite_columns(columns, keys, dataset)
-        if self.config.action_loss_weights:
-            self.action_loss_weight.copy_(
-                action_weights_from_names(self.config.action_loss_weights, dataset_meta.features[ACTION])
-            )
-        stats_columns = [columns[k] for k in ("episode_index", OBS_STATE, ACTION) if k in columns]
-        self.stats_fingerprint.copy_(stats_fingerprint(stats_columns, self.config.action_delta_indices))
-        if self.config.predict_relative_actions:
-            mean, std = compute_relative_action_stats(
-                columns["episode_index"],
-                columns[OBS_STATE],
-                columns[ACTION],
-                self.config.action_delta_indices,
-            )
-            self.relative_action_normalizer.set_stats(mean, std)
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """LeRobot's card (its signature differs between releases) with how to install this plugin."""
@@ -398,10 +363,7 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             self.temporal_ensembler.reset()
         self._action_queue: deque[Tensor] = deque()
         self._n_selected_actions = 0  # select_action calls since reset: the steps of `on_chunk_start`
-        # Chunks returned to LeRobot's RTC runtime, newest first: its left-over is the tail of the newest one.
-        # A few older ones cover a runtime that failed to queue the newest (e.g. its postprocessor raised).
-        self._rtc_chunks: deque[Tensor] = deque(maxlen=4)
-        self._delay_limit_counts: dict[str, int] = {}
+        self.rtc_runtime.reset()
 
     # ---- action spaces -------------------------------------------------------------------------------
     def to_model_space(self, actions: Tensor, state: Tensor) -> Tensor:
@@ -499,12 +461,12 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             delay: number of actions that execute while this inference runs (0..rtc_max_delay).
             action_prefix: those actions, [B, delay, A], in the space above. Required iff delay > 0.
             inference_delay, prev_chunk_left_over: the call of LeRobot 0.6's real-time chunking runtime
-                (`lerobot-rollout --inference.type=rtc`); see `_predict_for_rtc_runtime`.
+                (`lerobot-rollout --inference.type=rtc`); see `rtc_runtime.RTCRuntimeAdapter.predict`.
         """
         if inference_delay is not None or prev_chunk_left_over is not None:
-            return self._predict_for_rtc_runtime(batch, inference_delay or 0, prev_chunk_left_over)
+            return self.rtc_runtime.predict(self, batch, inference_delay or 0, prev_chunk_left_over)
         self.eval()
-        batch_size = self._observation_batch_size(batch)
+        batch_size = observation_batch_size(self.config, batch)
         state = batch.get(OBS_STATE)
         model_prefix = self._inference_prefix(delay, action_prefix, state, batch_size)
         delays = torch.full((batch_size,), delay, dtype=torch.long, device=model_prefix.device)
@@ -516,208 +478,14 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         calls `predict_action_chunk(batch, inference_delay=, prev_chunk_left_over=)` from its own thread."""
         return True
 
-    def _predict_for_rtc_runtime(
-        self, batch: dict[str, Tensor], inference_delay: int, prev_chunk_left_over: Tensor | None
-    ) -> Tensor:
-        """The call of LeRobot 0.6's real-time chunking runtime (`lerobot.rollout.inference.rtc`).
-
-        The runtime passes the unexecuted rest of the previous chunk ([T, A] or [B, T, A], in the space
-        `predict_action_chunk` returns) and the number of control steps it expects this inference to take.
-        It then drops as many rows of the returned chunk as steps passed while inference ran: the chunk's
-        index 0 is the observation's time step.
-
-        - Prefix: the first `d = min(inference_delay, rtc_max_delay, real left-over rows)` left-over actions
-          (they execute while inference runs). Returns that prefix followed by the `chunk_size` actions
-          predicted after it, [B, d + chunk_size, A], so every predicted action survives the runtime's skip.
-        - Padding: the runtime zero-pads the left-over to `execution_horizon` rows
-          (`_normalize_prev_actions_length`) without saying how many rows are real. An all-zero row can be a
-          legitimate absolute action, so padding is not recognised by its values: the policy remembers the
-          chunks it returned here, and the runtime's left-over is always the unconsumed tail of the last one
-          followed by padding. Rows past the end of that chunk are padding and are never used. A left-over
-          that continues no remembered chunk (a direct call, or after `reset`) is taken as given: pass real
-          actions only.
-        - Limits: a delay beyond `rtc_max_delay`, or beyond the real left-over (the runtime's queue ran dry),
-          conditions on fewer actions; a warning names the limit that was hit.
-        """
-        if inference_delay < 0:
-            raise ValueError(f"inference_delay must be >= 0 control steps, got {inference_delay}.")
-        self.eval()
-        batch_size = self._observation_batch_size(batch)
-        real_rows = None
-        if prev_chunk_left_over is not None:
-            real_rows = self._real_left_over(prev_chunk_left_over, batch_size)
-        n_real = 0 if real_rows is None else real_rows.shape[1]
-        delay = min(inference_delay, self.config.rtc_max_delay, n_real)
-        if delay < inference_delay and prev_chunk_left_over is not None:
-            self._log_delay_limits(inference_delay, n_real)
-        if delay == 0:
-            chunk = self.predict_action_chunk(batch)
-        else:
-            prefix = real_rows[:, :delay]
-            predicted = self.predict_action_chunk(batch, delay=delay, action_prefix=prefix)
-            chunk = torch.cat([prefix.to(predicted), predicted], dim=1)
-        if inference_delay >= chunk.shape[1]:
-            self._log_delay_limit(
-                "chunk",
-                f"Inference delay {inference_delay} is not shorter than the returned chunk ({chunk.shape[1]} "
-                "actions): LeRobot's runtime skips all of them. Make inference faster, or train with a "
-                "larger chunk_size.",
-            )
-        self._rtc_chunks.appendleft(chunk)
-        return chunk
-
-    def _real_left_over(self, left_over: Tensor, batch_size: int) -> Tensor:
-        """The runtime's left-over [T, A] or [B, T, A] -> its real actions [B, k, A], padding removed."""
-        action_dim = self.config.action_feature.shape[0]
-        if left_over.ndim == 2:
-            left_over = left_over.unsqueeze(0)
-        if left_over.ndim != 3 or left_over.shape[0] != batch_size or left_over.shape[2] != action_dim:
-            raise ValueError(
-                "prev_chunk_left_over must be [T, action_dim] or [batch, T, action_dim] with "
-                f"batch={batch_size} (the observation's) and action_dim={action_dim}, got shape "
-                f"{tuple(left_over.shape)}."
-            )
-        n_real = self._left_over_rows_in_returned_chunk(left_over)
-        if n_real is None:
-            trailing_zero = left_over.shape[1] - _n_rows_before_zero_tail(left_over)
-            if trailing_zero and self._rtc_chunks:
-                self._log_delay_limit(
-                    "unmatched",
-                    "prev_chunk_left_over continues no chunk this policy returned and ends with "
-                    f"{trailing_zero} all-zero rows; they are used as real actions. If they are padding, "
-                    "pass real rows only.",
-                )
-            n_real = left_over.shape[1]
-        real = left_over[:, :n_real]
-        if not torch.isfinite(real).all():
-            raise ValueError(
-                "prev_chunk_left_over holds NaN or inf values: it must be the unexecuted actions of the "
-                "previous chunk, as predict_action_chunk returned them."
-            )
-        return real
-
-    def _left_over_rows_in_returned_chunk(self, left_over: Tensor) -> int | None:
-        """How many leading rows of `left_over` [B, T, A] continue a chunk returned to the runtime (newest
-        first): it must equal that chunk from some row on, up to the chunk's end. None if no chunk matches."""
-        n_rows = left_over.shape[1]
-        if n_rows == 0:
-            return 0
-        for chunk in self._rtc_chunks:
-            if chunk.shape[0] != left_over.shape[0] or chunk.shape[2] != left_over.shape[2]:
-                continue
-            chunk = chunk.to(left_over)
-            length = chunk.shape[1]
-            # Window s holds chunk rows s .. s + T - 1; rows past the chunk's end are NaN and not compared.
-            tail = chunk.new_full((chunk.shape[0], n_rows, chunk.shape[2]), float("nan"))
-            windows = torch.cat([chunk, tail], dim=1).unfold(1, n_rows, 1)[:, :length]  # [B, length, A, T]
-            equal = (windows == left_over.transpose(1, 2).unsqueeze(1)).all(dim=2).all(dim=0)  # [length, T]
-            rows = torch.arange(n_rows, device=chunk.device)
-            inside = rows.unsqueeze(0) < (length - torch.arange(length, device=chunk.device)).unsqueeze(1)
-            matches = (equal | ~inside).all(dim=1).nonzero()
-            if len(matches):
-                return min(n_rows, length - int(matches[0]))
-            # The whole chunk was consumed: the runtime passes padding only.
-            if not left_over.any():
-                return 0
-        return None
-
-    def _log_delay_limits(self, inference_delay: int, n_real: int) -> None:
-        max_delay = self.config.rtc_max_delay
-        if inference_delay > max_delay:
-            self._log_delay_limit(
-                "rtc_max_delay",
-                f"Inference delay {inference_delay} exceeds rtc_max_delay={max_delay}, the largest delay "
-                f"this policy was trained on: conditioning on {min(max_delay, n_real)} committed actions. "
-                "Make inference faster, or train with a larger --policy.rtc_max_delay.",
-            )
-        if n_real < min(inference_delay, max_delay):
-            self._log_delay_limit(
-                "left_over",
-                f"Inference delay {inference_delay}, but only {n_real} real actions were left in the "
-                "runtime's queue (it ran dry): conditioning on those. Raise --inference.queue_threshold so "
-                "that the next chunk is requested earlier.",
-            )
-
-    def _log_delay_limit(self, kind: str, message: str) -> None:
-        """A warning the first time and every 100th time per kind since `reset`: the runtime calls this
-        policy several times a second."""
-        count = self._delay_limit_counts[kind] = self._delay_limit_counts.get(kind, 0) + 1
-        if count == 1 or count % 100 == 0:
-            logging.warning("%s (%d time(s) since reset)", message, count)
-
-    def _observation_batch_size(self, batch: dict[str, Tensor]) -> int:
-        """Checks that the observation holds every input the model reads, batched alike; returns B."""
-        required = {key: 4 for key in self.config.image_features}  # key -> ndim: cameras [B, C, H, W]
-        if self.config.env_state_feature:
-            required[OBS_ENV_STATE] = 2
-        if self.config.predict_relative_actions:
-            required[OBS_STATE] = 2
-        missing = [key for key in required if batch.get(key) is None]
-        if missing:
-            raise ValueError(
-                f"The observation lacks {missing}; this policy reads {list(required)}. Pass the observation "
-                "through the policy's preprocessor, and map other camera names with `--rename_map`."
-            )
-        shapes = {key: tuple(batch[key].shape) for key in required}
-        if any(len(shapes[key]) != ndim for key, ndim in required.items()):
-            raise ValueError(
-                "Observation tensors need a batch dimension (cameras [B, C, H, W], states [B, dim]), got "
-                f"shapes {shapes}. Add it with `unsqueeze(0)`, as LeRobot's preprocessor does."
-            )
-        if self.config.predict_relative_actions:
-            state_dim = self.config.robot_state_feature.shape[0]
-            if shapes[OBS_STATE][1] != state_dim:
-                raise ValueError(
-                    f"'{OBS_STATE}' has {shapes[OBS_STATE][1]} dimensions, this policy was trained with "
-                    f"{state_dim}."
-                )
-        batch_sizes = {shape[0] for shape in shapes.values()}
-        if len(batch_sizes) != 1:
-            raise ValueError(f"The observation tensors disagree on the batch size: {shapes}.")
-        return batch_sizes.pop()
-
     def _inference_prefix(
         self, delay: int, action_prefix: Tensor | None, state: Tensor | None, batch_size: int
     ) -> Tensor:
         """Checks the prefix and returns it in model space, zero-padded to [B, rtc_max_delay, A]."""
-        max_delay = self.config.rtc_max_delay
-        if not 0 <= delay <= max_delay:
-            raise ValueError(
-                f"delay={delay} is outside the delays this policy was trained on "
-                f"(0..rtc_max_delay={max_delay})."
-            )
+        check_action_prefix(self.config, delay, action_prefix, batch_size)
         weight = self.model.action_head.weight
-        action_dim = weight.shape[0]
-        if action_prefix is not None and action_prefix.ndim != 3:
-            raise ValueError(
-                f"action_prefix must be [batch, delay, action_dim] = [{batch_size}, {delay}, {action_dim}], "
-                f"got shape {tuple(action_prefix.shape)}."
-            )
-        prefix_length = 0 if action_prefix is None else action_prefix.shape[1]
-        if delay == 0 and prefix_length > 0:
-            raise ValueError(
-                f"An action_prefix of {prefix_length} actions was given with delay=0: pass "
-                f"delay={prefix_length} (the number of actions that execute while inference runs)."
-            )
-        if delay > 0 and prefix_length != delay:
-            got = None if action_prefix is None else tuple(action_prefix.shape)
-            raise ValueError(
-                f"delay={delay} needs an action_prefix of shape [batch, {delay}, action_dim] (the actions "
-                f"that execute while inference runs), got {got}."
-            )
-        padded = torch.zeros(batch_size, max_delay, action_dim, dtype=weight.dtype, device=weight.device)
+        padded = weight.new_zeros(batch_size, self.config.rtc_max_delay, weight.shape[0])
         if delay > 0:
-            if action_prefix.shape[0] != batch_size or action_prefix.shape[2] != action_dim:
-                raise ValueError(
-                    f"action_prefix has shape {tuple(action_prefix.shape)}, but this observation needs "
-                    f"[{batch_size}, {delay}, {action_dim}]: one prefix per observation (batch {batch_size}) "
-                    f"with the policy's {action_dim} action dimensions."
-                )
-            if not torch.isfinite(action_prefix).all():
-                raise ValueError(
-                    "action_prefix holds NaN or inf values: pass the finite actions that execute while "
-                    "inference runs."
-                )
             padded[:, :delay] = self.to_model_space(action_prefix.to(padded), state)
         elif self.config.predict_relative_actions:
             self.relative_action_normalizer.check_stats()
@@ -769,49 +537,11 @@ def reduce_loss(per_sample: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"reduction must be 'mean' or 'none', got '{reduction}'.")
 
 
-def _n_rows_before_zero_tail(rows: Tensor) -> int:
-    """[B, T, A] -> the number of rows before the trailing run of rows that are zero in every sample."""
-    nonzero = rows.flatten(start_dim=2).any(dim=-1).any(dim=0).nonzero()  # [T] -> indices of nonzero rows
-    return 0 if len(nonzero) == 0 else int(nonzero[-1]) + 1
-
-
-def action_weights_from_names(weights_by_name: dict[str, float], action_feature: dict) -> Tensor:
-    """Per-dimension L1 weights [A] from `{action_name: weight}`, names taken from the dataset's features."""
-    names = action_feature.get("names")
-    if isinstance(names, dict):  # older datasets: {"motors": [...]}
-        names = next(iter(names.values()))
-    dim = action_feature["shape"][0]
-    if not names or len(names) != dim:
-        raise ValueError(
-            "`action_loss_weights` needs the dataset's action feature names, but the action feature has "
-            f"names={names!r} for {dim} dimensions. Record the dataset with named actions or drop "
-            "`action_loss_weights`."
-        )
-    unknown = sorted(set(weights_by_name) - set(names))
-    if unknown:
-        raise ValueError(
-            f"`action_loss_weights` names {unknown} are not action names of the dataset: {names}. Rename or "
-            "remove them in `--policy.action_loss_weights`."
-        )
-    logging.info("Action loss weights: %s", weights_by_name)
-    return torch.tensor([float(weights_by_name.get(name, 1.0)) for name in names])
-
-
-def _fingerprint_hex(fingerprint: Tensor) -> str:
-    return bytes(fingerprint.cpu().tolist()).hex()[:16]
-
-
-def _after_state_dict_load(policy: ACTRelativeRTCPolicy, incompatible_keys) -> None:
-    """Post hook of `load_state_dict` (which `from_pretrained` uses): refuses weights trained with another
-    attention mode, then, on the first load after `__init__` derived values from a dataset (`make_policy`
-    loading `--policy.path` or a resumed checkpoint), keeps the checkpoint's statistics and loss weights if
-    they come from the same data and restores the dataset's otherwise."""
-
-    def missing(name: str) -> bool:
-        return any(key == name or key.endswith(f".{name}") for key in incompatible_keys.missing_keys)
-
+def refuse_other_attention_mode(policy: ACTRelativeRTCPolicy, incompatible_keys) -> None:
+    """Post hook of `load_state_dict` (which `from_pretrained` uses): refuses weights trained with the other
+    `rtc_prefix_attention` mode."""
     configured = policy.config.rtc_prefix_attention
-    if missing("trained_prefix_attention"):
+    if loaded_without(incompatible_keys, "trained_prefix_attention"):
         logging.warning(
             "The loaded weights do not record the attention mode they were trained with; assuming "
             "rtc_prefix_attention=%s as configured.",
@@ -833,37 +563,3 @@ def _after_state_dict_load(policy: ACTRelativeRTCPolicy, incompatible_keys) -> N
                 f"`--policy.rtc_prefix_attention={trained}` (or `rtc_prefix_attention='{trained}'` in the "
                 "config); to use the other mode, train a policy with it."
             )
-
-    derived, policy._derived_from_dataset = policy._derived_from_dataset, None
-    if derived is None:
-        return
-    loaded = policy.stats_fingerprint
-    new = derived["stats_fingerprint"]
-    if not missing("stats_fingerprint") and loaded.any() and torch.equal(loaded.cpu(), new.cpu()):
-        logging.info(
-            "Resuming or continuing on the same data: the checkpoint's relative-action statistics were "
-            "derived from dataset %s (fingerprint %s), so they are kept unchanged.",
-            policy._dataset_name,
-            _fingerprint_hex(new),
-        )
-        derived = {"action_loss_weight": derived["action_loss_weight"]}
-    else:
-        logging.info(
-            "Fine-tuning on other data: the checkpoint's relative-action statistics and action loss weights "
-            "were derived from other data (fingerprint %s), so they are re-derived from dataset %s "
-            "(fingerprint %s).",
-            _fingerprint_hex(loaded) if loaded.any() else "not recorded",
-            policy._dataset_name,
-            _fingerprint_hex(new),
-        )
-    if not torch.equal(policy.action_loss_weight.cpu(), derived["action_loss_weight"].cpu()):
-        logging.info(
-            "Action loss weights: %s from the configuration replace the checkpoint's %s.",
-            derived["action_loss_weight"].tolist(),
-            policy.action_loss_weight.tolist(),
-        )
-    with torch.no_grad():
-        for name, value in derived.items():
-            policy.get_buffer(name).copy_(value)
-    if policy.config.predict_relative_actions:
-        policy.relative_action_normalizer._stats_checked = False

@@ -5,10 +5,8 @@ import torch
 from conftest import make_batch, make_policy, tiny_config
 
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCPolicy
-from lerobot_policy_act_rtc_alldelays.modeling_act_relative_rtc import (
-    action_weights_from_names,
-    delay_windows,
-)
+from lerobot_policy_act_rtc_alldelays.dataset_derived import action_weights_from_names
+from lerobot_policy_act_rtc_alldelays.modeling_act_relative_rtc import delay_windows
 
 
 def test_delay_windows_are_the_chunks_after_each_prefix_as_a_view():

@@ -11,7 +11,7 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.policies.factory import make_policy
 from safetensors.torch import save_file
 
-from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysConfig, modeling_act_relative_rtc
+from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysConfig, dataset_derived
 from lerobot_policy_act_rtc_alldelays.relative_actions import (
     compute_relative_action_stats,
     read_state_and_action_columns,
@@ -88,7 +88,7 @@ def test_resuming_on_the_same_data_keeps_the_checkpoint_values_bit_exact(
 
     # Recomputing would give the same values here: make the dataset's differ to see which ones are kept.
     monkeypatch.setattr(
-        modeling_act_relative_rtc,
+        dataset_derived,
         "compute_relative_action_stats",
         lambda *args: (torch.full((6,), 7.0), torch.full((6,), 9.0)),
     )
