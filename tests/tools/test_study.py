@@ -26,21 +26,22 @@ from lerobot_policy_act_rtc_alldelays.tools.metaworld_state import (  # noqa: E4
     lateral_deviation,
     record_demos,
 )
-from lerobot_policy_act_rtc_alldelays.tools.study import (  # noqa: E402
-    CELL_KEYS,
-    DelayedChunking,
-    Trainer,
+from lerobot_policy_act_rtc_alldelays.tools.study.data import (  # noqa: E402
     TrainingData,
     demo_stats,
+    training_windows,
+)
+from lerobot_policy_act_rtc_alldelays.tools.study.evaluation import (  # noqa: E402
+    DelayedChunking,
     evaluated_policy,
     make_vector_env,
-    quick_settings,
-    rewrite_report,
     run_episodes,
-    run_study,
-    training_windows,
-    wilson_interval,
 )
+from lerobot_policy_act_rtc_alldelays.tools.study.report import rewrite_report  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.runner import run_study  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.settings import quick_settings  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.statistics import CELL_KEYS, wilson_interval  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.training import Trainer  # noqa: E402
 
 TASK = "pick-out-of-hole-v3"  # its expert goes straight to the object: detours are easy to tell apart
 

@@ -1,0 +1,130 @@
+"""The study's outputs: summary.json and summary.md, the figures and study_meta.json, from the episodes."""
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..report import markdown_table, write_report
+from .settings import TEMPORAL_ENSEMBLE
+from .statistics import expand_delay_zero, summarize
+
+
+def success_cell(row: dict[str, Any]) -> str:
+    return f"{row['successes']}/{row['episodes']} ({row['ci95_low']:.2f}-{row['ci95_high']:.2f})"
+
+
+def study_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        f"# {meta['settings']['name']}",
+        "",
+        f"Command: `{meta['settings']['command']}`",
+        "",
+        f"Wall-clock: {meta.get('wall_clock_minutes', float('nan')):.1f} min ({meta.get('status', '')}). "
+        "Seconds per training step (interleaved calibration): "
+        + ", ".join(f"{v} {t * 1000:.1f} ms" for v, t in meta["seconds_per_step"].items())
+        + f". Evaluation: {meta['evaluated_episodes']} episodes at "
+        f"{meta['episodes_per_rollout_minute'] or float('nan'):.0f} episodes per minute of rollout. "
+        + "Equal wall-clock steps: "
+        + ", ".join(f"{v} {s}" for v, s in meta["equal_time_steps"].items())
+        + ".",
+        "",
+        "Success: successes/episodes (Wilson 95% interval). Discontinuity: mean over episodes of (mean "
+        "action jump at a chunk switch / mean step-to-step change inside chunks); 1 = joins as smooth as the "
+        "motion. "
+        "Per seed: successes per training seed.",
+        "",
+    ]
+    headers = ["budget", "task", "demos", "variant", "mode", "delay", "success (95% CI)", "discontinuity",
+               "(std)", "per seed"]
+    table = [
+        [
+            r["budget"], r["task"], r["demos"], r["variant"], r["mode"], r["delay"], success_cell(r),
+            r["discontinuity_mean"], r["discontinuity_std"],
+            " ".join(str(s["successes"]) for s in r["per_seed"]),
+        ]
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n" + markdown_table(headers, table) + "\n"
+
+
+def plot_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure per budget: success and discontinuity vs delay, one panel column per (task, demos), one
+    line per (variant, mode)."""
+    figures = {}
+    for budget in dict.fromkeys(r["budget"] for r in rows):
+        subset = [r for r in rows if r["budget"] == budget]
+        groups = list(dict.fromkeys((r["task"], r["demos"]) for r in subset))
+
+        def draw(plt, subset=subset, groups=groups, budget=budget):
+            figure, axes = plt.subplots(2, len(groups), figsize=(4.2 * len(groups), 7), squeeze=False)
+            for column, (task, demos) in enumerate(groups):
+                cells = [r for r in subset if r["task"] == task and r["demos"] == demos]
+                lines = list(dict.fromkeys((r["variant"], r["mode"]) for r in cells))
+                all_delays = sorted({r["delay"] for r in cells})
+                dodge = 0.015 * max(max(all_delays), 1)  # side by side, so that the error bars stay legible
+                for index, (variant, mode) in enumerate(lines):
+                    line = [r for r in cells if r["variant"] == variant and r["mode"] == mode]
+                    delays = [r["delay"] + (index - (len(lines) - 1) / 2) * dodge for r in line]
+                    label = f"{variant} {mode}"
+                    style = dict(marker="o" if mode != "discard" else "x", linestyle="-" if mode == "prefix"
+                                 else "--", label=label)
+                    if mode == TEMPORAL_ENSEMBLE:
+                        style.update(marker="*", linestyle="none", markersize=10)
+                    rates = np.array([r["success_rate"] for r in line])
+                    # Clipped at 0: at 0 or n successes the interval's edge equals the rate up to rounding.
+                    errors = np.array([[r["success_rate"] - r["ci95_low"] for r in line],
+                                       [r["ci95_high"] - r["success_rate"] for r in line]]).clip(min=0)
+                    axes[0, column].errorbar(delays, rates, yerr=errors, capsize=2, **style)
+                    axes[1, column].plot(
+                        delays, [np.nan if r["discontinuity_mean"] is None else r["discontinuity_mean"]
+                                 for r in line], **style)
+                axes[0, column].set(title=f"{task}, {demos}", xlabel="delay (steps)", ylabel="success",
+                                    ylim=(-0.05, 1.05), xticks=all_delays)
+                axes[1, column].set(xlabel="delay (steps)", ylabel="discontinuity", ylim=(0, None),
+                                    xticks=all_delays)
+                axes[1, column].axhline(1.0, color="gray", linestyle=":", linewidth=1)
+            axes[0, 0].legend(fontsize=7)
+            figure.suptitle(f"{budget.replace('_', ' ')}: success (Wilson 95%) and chunk-join discontinuity")
+            figure.tight_layout()
+            return figure
+
+        figures[f"{budget}_success_discontinuity"] = draw
+    return figures
+
+
+def write_outputs(
+    episodes: list[dict[str, Any]], meta: dict[str, Any], output_dir: Path, figures: bool = True
+) -> list[dict]:
+    """summary.json (the rows), summary.md, study_meta.json and, with `figures`, the PNG plots."""
+    rows = expand_delay_zero(summarize(episodes))
+    # A run that serves both budgets is listed under each: count its episodes once.
+    run_keys = ("task", "demos", "variant", "train_seed", "train_steps", "mode", "delay", "seed")
+    unique = {tuple(e[k] for k in run_keys): e for e in episodes}
+    rollout_minutes = sum(e["rollout_seconds"] for e in unique.values()) / 60
+    meta["evaluated_episodes"] = len(unique)
+    meta["episodes_per_rollout_minute"] = len(unique) / rollout_minutes if rollout_minutes else None
+    markdown = study_markdown(rows, meta)
+    write_report(output_dir, "summary", rows, markdown, plot_figures(rows) if figures else None)
+    (output_dir / "study_meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return rows
+
+
+def rewrite_report(output_dir: Path) -> list[dict[str, Any]]:
+    """The summary and plots again, from a (possibly partial) run's episodes files (plain, or gzipped for
+    storage) and metadata."""
+    meta_path = output_dir / "study_meta.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(
+            f"No study_meta.json in {output_dir}: point --output-dir at the outputs of a study."
+        )
+    meta = json.loads(meta_path.read_text())
+    paths = sorted(output_dir.glob("episodes_*.jsonl")) + sorted(output_dir.glob("episodes_*.jsonl.gz"))
+    episodes = [
+        json.loads(line)
+        for path in paths
+        for line in (gzip.open(path, "rt") if path.suffix == ".gz" else path.open())
+    ]
+    return write_outputs(episodes, meta, output_dir)

@@ -1,0 +1,189 @@
+"""Closed-loop evidence study in MetaWorld (state observations): does prefix conditioning and all-delays
+training pay off when inference takes `d` control steps?
+
+For every task and demonstration condition (unimodal: the scripted expert; multimodal: a random detour left
+or right first, see `metaworld_state`), every variant is trained from scratch on the same demonstrations,
+with the same seeds and batches, then evaluated in closed loop:
+
+- `act`: LeRobot's ACT. Plain chunking: `discard` at every delay (the next chunk ignores the `d` actions
+  still executing and its first `d` actions are dropped), and temporal ensembling at delay 0 as a reference.
+- `off`: this policy with `rtc_train_all_delays=false` (one random delay per sample).
+- `on`: `rtc_train_all_delays=true` (every delay of every sample, by batch expansion).
+- `shared`: `on` with `rtc_prefix_attention=shared_observation`.
+
+The RTC variants are evaluated in both `prefix` and `discard` mode (`rtc_inference_mode`). At delay 0 a new
+chunk is requested only once the previous one is used up, so both modes run the same code and one
+evaluation serves both rows.
+
+Two training budgets:
+- equal steps: every variant trains `--steps` steps;
+- equal wall-clock: every variant trains for the time `off` needs for `--steps` steps. The time per step of
+  each variant comes from ONE interleaved calibration run at the start (a few steps of each variant in
+  turn, repeated; medians), so a drifting load on a shared machine hits every variant alike; a variant's
+  equal-time steps are `--steps * t(off) / t(variant)`. Variants whose equal-time steps equal their
+  equal-steps steps reuse that run.
+
+Evaluation runs through LeRobot's own `rollout` with a `SyncVectorEnv` of state envs: one batched policy
+call per control step for all episodes of a cell. Episodes of all cells use the same env seeds (from
+`--eval-seed`, never used for demonstrations: those start at 0); training seed `k` gets its own block of
+env seeds, and a cell pools the episodes of every training seed. Because all envs of a rollout reset
+together, chunks start at the same steps in every env: every `n_action_steps` steps from step 0 (also under
+a delay, in both modes), which is what the discontinuity measure uses.
+
+Per cell: successes with a Wilson 95% interval, chunk-join discontinuity (mean jump at a chunk switch over
+the mean step-to-step change inside chunks, per episode: mean, std and pooled), and per-seed figures.
+Writes `summary.json` (a list of rows), `summary.md`, `study_meta.json`, `episodes_<task>.jsonl` (every
+episode, appended as the study runs, so a partial run is usable; `--report-only` rebuilds the summary from
+them) and PNG plots to `--output-dir`.
+"""
+
+import json
+import multiprocessing
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
+from lerobot.envs.factory import make_env_pre_post_processors
+
+from ..interleave import rotated
+from ..metaworld_state import record_demos
+from ..policy_sizes import STATE_STUDY
+from .data import TrainingData, demo_stats
+from .evaluation import evaluate_model, make_vector_env
+from .report import write_outputs
+from .settings import DEMO_MAX_STEPS, DESCRIPTIONS, StudySettings
+from .training import Trainer, calibrate, equal_time_steps, training_runs
+
+
+def run_study(settings: StudySettings, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Runs the whole study. Every trained model's episodes are appended to `episodes_<task>.jsonl` at once
+    and the summary is rewritten regularly, so a partial run is usable. With `workers > 1` the tasks run
+    in parallel processes (after the one shared calibration)."""
+    settings.check()
+    start = time.perf_counter()
+    out = settings.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    for task in settings.tasks:
+        episodes_file(out, task).write_text("")
+    meta: dict[str, Any] = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        "study_size": STATE_STUDY,
+        "variants": {v: DESCRIPTIONS[v] for v in settings.variants},
+        "python": platform.python_version(),
+        "lerobot": _lerobot_version(),
+        "torch_threads": torch.get_num_threads(),
+        "status": "running",
+    }
+    first_task, first_demos = settings.tasks[0], settings.demos[0]
+    demos = record_demos(first_task, settings.demo_episodes, first_demos, max_steps=DEMO_MAX_STEPS)
+    meta["seconds_per_step"] = calibrate(settings, TrainingData(demo_stats(demos), demos))
+    meta["equal_time_steps"] = (
+        equal_time_steps(settings, meta["seconds_per_step"]) if settings.equal_time else {}
+    )
+    log(f"[{_minutes(start)}] calibration (ms/step): "
+        f"{ {v: round(t * 1000, 1) for v, t in meta['seconds_per_step'].items()} }; equal wall-clock steps: "
+        f"{meta['equal_time_steps']}")
+
+    def update(status: str) -> list[dict[str, Any]]:
+        meta["wall_clock_minutes"] = (time.perf_counter() - start) / 60
+        meta["status"] = status
+        episodes = [json.loads(line) for task in settings.tasks for line in episodes_file(out, task).open()]
+        # Plotting costs seconds: only the final summary draws the figures.
+        return write_outputs(episodes, meta, out, figures=status == "complete") if episodes else []
+
+    if settings.workers > 1 and len(settings.tasks) > 1:
+        context = multiprocessing.get_context("spawn")  # fresh MuJoCo and torch state in each worker
+        with context.Pool(min(settings.workers, len(settings.tasks))) as pool:
+            jobs = [
+                pool.apply_async(run_task, (settings, task, meta["equal_time_steps"], start))
+                for task in settings.tasks
+            ]
+            last_update = time.perf_counter()
+            while not all(job.ready() for job in jobs):
+                time.sleep(2)
+                if time.perf_counter() - last_update > 60:
+                    update("running")
+                    last_update = time.perf_counter()
+            for job in jobs:
+                job.get()  # re-raises a worker's error
+    else:
+        for task in settings.tasks:
+            run_task(settings, task, meta["equal_time_steps"], start, log, on_model=lambda: update("running"))
+    rows = update("complete")
+    log(f"[{_minutes(start)}] done: {len(rows)} rows in {out}")
+    return rows
+
+
+def episodes_file(output_dir: Path, task: str) -> Path:
+    return output_dir / f"episodes_{task}.jsonl"
+
+
+def run_task(
+    settings: StudySettings,
+    task: str,
+    time_steps_by_variant: dict[str, int],
+    start: float,
+    log: Callable[[str], None] | None = None,
+    on_model: Callable[[], Any] | None = None,
+) -> None:
+    """Every demo condition, training seed and variant of one task; appends each trained model's episodes
+    to the task's episodes file."""
+    log = log or print_now
+    n_eval = settings.episodes_per_seed
+    vector_env = make_vector_env(task, n_eval, settings.max_steps)
+    env_processors = make_env_pre_post_processors(MetaworldEnvConfig(task=task), None)
+    try:
+        for demos_condition in settings.demos:
+            t0 = time.perf_counter()
+            demos = record_demos(task, settings.demo_episodes, demos_condition, max_steps=DEMO_MAX_STEPS)
+            data = TrainingData(demo_stats(demos), demos)
+            log(f"[{_minutes(start)}] {task} {demos_condition}: {len(demos)} demos "
+                f"({sum(d.length for d in demos)} frames) in {time.perf_counter() - t0:.1f}s")
+            for index, train_seed in enumerate(settings.train_seeds):
+                seeds = [settings.eval_seed + index * n_eval + i for i in range(n_eval)]
+                # Rotating the order spreads a drifting machine load over all variants.
+                for variant in rotated(list(settings.variants), index):
+                    for steps, budgets in training_runs(settings, time_steps_by_variant.get(variant)):
+                        trainer = Trainer(variant, train_seed, settings, data)
+                        trainer.train(steps)
+                        new = evaluate_model(trainer, vector_env, env_processors, seeds, settings)
+                        labels = dict(task=task, demos=demos_condition, variant=variant,
+                                      train_seed=train_seed, train_steps=steps,
+                                      train_seconds=trainer.seconds, train_loss=trainer.last_loss)
+                        with episodes_file(settings.output_dir, task).open("a") as f:
+                            for budget in budgets:
+                                for record in new:
+                                    f.write(json.dumps({**record, **labels, "budget": budget}) + "\n")
+                        log(f"[{_minutes(start)}] {task} {demos_condition} seed {train_seed} {variant} "
+                            f"{'+'.join(budgets)}: {steps} steps in {trainer.seconds:.1f}s (loss "
+                            f"{trainer.last_loss:.3f}); successes {success_counts(new)}")
+                        if on_model is not None:
+                            on_model()
+    finally:
+        vector_env.close()
+
+
+def success_counts(records: list[dict[str, Any]]) -> str:
+    counts: dict[tuple[str, int], list[bool]] = {}
+    for record in records:
+        counts.setdefault((record["mode"], record["delay"]), []).append(record["success"])
+    return " ".join(f"{mode} {delay}: {sum(v)}/{len(v)}," for (mode, delay), v in counts.items()).rstrip(",")
+
+
+def print_now(message: str) -> None:
+    print(message, flush=True)
+
+
+def _minutes(start: float) -> str:
+    return f"{(time.perf_counter() - start) / 60:5.1f} min"
+
+
+def _lerobot_version() -> str:
+    from importlib.metadata import version
+
+    return version("lerobot")

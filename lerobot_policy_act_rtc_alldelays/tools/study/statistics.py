@@ -1,0 +1,93 @@
+"""Per-cell statistics of the evaluated episodes: success counts with Wilson 95% intervals and the
+chunk-join discontinuity, one row per cell."""
+
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest
+
+from .settings import TEMPORAL_ENSEMBLE, VARIANTS
+
+
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """Wilson score 95% interval of a binomial proportion, from the counts."""
+    if n <= 0:
+        raise ValueError(f"A Wilson interval needs at least one trial, got n={n}.")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in 0..n={n}, got {successes}.")
+    interval = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+CELL_KEYS = ("budget", "task", "demos", "variant", "mode", "delay")
+
+
+def summarize(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per cell (budget, task, demos, variant, mode, delay), pooling its training seeds."""
+    cells: dict[tuple, list[dict]] = {}
+    for episode in episodes:
+        cells.setdefault(tuple(episode[k] for k in CELL_KEYS), []).append(episode)
+    rows = []
+    for key, group in cells.items():
+        n, successes = len(group), sum(e["success"] for e in group)
+        low, high = wilson_interval(successes, n)
+        ratios = [e["discontinuity"] for e in group if e["discontinuity"] is not None]
+        jumps = [j for e in group for j in e.get("jumps", [])]
+        inside_count = sum(e.get("inside_count", 0) for e in group)
+        inside_mean = sum(e.get("inside_sum", 0.0) for e in group) / inside_count if inside_count else None
+        per_seed = []
+        for seed in sorted({e["train_seed"] for e in group}):
+            seed_group = [e for e in group if e["train_seed"] == seed]
+            seed_ratios = [e["discontinuity"] for e in seed_group if e["discontinuity"] is not None]
+            per_seed.append(
+                {
+                    "train_seed": seed,
+                    "train_steps": seed_group[0]["train_steps"],
+                    "train_seconds": seed_group[0]["train_seconds"],
+                    "episodes": len(seed_group),
+                    "successes": sum(e["success"] for e in seed_group),
+                    "discontinuity_mean": float(np.mean(seed_ratios)) if seed_ratios else None,
+                }
+            )
+        rows.append(
+            {
+                **dict(zip(CELL_KEYS, key, strict=True)),
+                "train_seeds": [s["train_seed"] for s in per_seed],
+                "train_steps": [s["train_steps"] for s in per_seed],
+                "episodes": n,
+                "successes": successes,
+                "success_rate": successes / n,
+                "ci95_low": low,
+                "ci95_high": high,
+                "discontinuity_mean": float(np.mean(ratios)) if ratios else None,
+                "discontinuity_std": float(np.std(ratios, ddof=1)) if len(ratios) > 1 else None,
+                "discontinuity_pooled": (
+                    float(np.mean(jumps)) / inside_mean if jumps and inside_mean else None
+                ),
+                "jump_mean": float(np.mean(jumps)) if jumps else None,
+                "mean_steps": float(np.mean([e["steps"] for e in group])),
+                "per_seed": per_seed,
+            }
+        )
+    return rows
+
+
+def expand_delay_zero(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Adds the discard row at delay 0 of each RTC variant: the same episodes as prefix at delay 0."""
+    extra = []
+    for row in rows:
+        if row["variant"] != "act" and row["mode"] == "prefix" and row["delay"] == 0:
+            extra.append({**row, "mode": "discard", "same_episodes_as": "prefix, delay 0"})
+    return sorted(rows + extra, key=row_order)
+
+
+def row_order(row: dict[str, Any]) -> tuple:
+    modes = ("prefix", "discard", TEMPORAL_ENSEMBLE)
+    return (
+        row["budget"] != "equal_steps",
+        row["task"],
+        row["demos"],
+        VARIANTS.index(row["variant"]),
+        modes.index(row["mode"]),
+        row["delay"],
+    )

@@ -1,0 +1,122 @@
+"""The study's policies and their training: configs, seeded creation, the training loop, the interleaved
+step-time calibration and the equal wall-clock budget."""
+
+import time
+
+import numpy as np
+import torch
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.configs.types import NormalizationMode
+from lerobot.policies.act.configuration_act import ACTConfig
+from lerobot.policies.act.modeling_act import ACTPolicy
+from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.utils.constants import ACTION
+
+from ...configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
+from ...modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
+from ..ab_compare import RTC_VARIANTS
+from ..interleave import rotated
+from ..metaworld_state import state_features
+from ..policy_sizes import STATE_STUDY
+from .data import TrainingData
+from .settings import BUDGET_REFERENCE, StudySettings
+
+
+def policy_config(variant: str, settings: StudySettings) -> PreTrainedConfig:
+    inputs, outputs = state_features()
+    shared = dict(
+        device="cpu",
+        push_to_hub=False,
+        # Every input normalized, the same way for every variant: MetaWorld's coordinates vary by a few
+        # centimetres around offsets of up to a metre, which a raw input layer learns slowly.
+        normalization_mapping={kind: NormalizationMode.MEAN_STD for kind in ("STATE", "ENV", "ACTION")},
+        input_features=inputs,
+        output_features=outputs,
+        chunk_size=settings.chunk_size,
+        n_action_steps=settings.n_action_steps,
+        optimizer_lr=settings.lr,
+        optimizer_lr_backbone=settings.lr,
+        **STATE_STUDY,
+    )
+    if variant == "act":
+        return ACTConfig(**shared)
+    # MetaWorld's actions are end-effector deltas, not positions in the state's space: absolute actions.
+    return ACTRelativeRTCAllDelaysConfig(
+        **shared, **RTC_VARIANTS[variant], rtc_max_delay=settings.rtc_max_delay,
+        predict_relative_actions=False,
+    )
+
+
+def new_policy(config: PreTrainedConfig, seed: int) -> PreTrainedPolicy:
+    """Seeded right before creation: the RTC variants share their parameters, so a seed gives them the
+    same initial weights."""
+    torch.manual_seed(seed)
+    policy_class = ACTPolicy if isinstance(config, ACTConfig) else ACTRelativeRTCAllDelaysPolicy
+    return policy_class(config)
+
+
+class Trainer:
+    """The study's training loop for one variant and seed: LeRobot's policy forward, the policy's AdamW
+    preset and gradient clipping, batches drawn from a generator seeded like the policy, so every variant of
+    a seed sees the same batches."""
+
+    def __init__(self, variant: str, seed: int, settings: StudySettings, data: TrainingData):
+        self.config = policy_config(variant, settings)
+        self.policy = new_policy(self.config, seed)
+        self.windows, self.preprocessor, self.postprocessor = data.get(self.config)
+        optimizer_config = self.config.get_optimizer_preset()
+        self.optimizer = optimizer_config.build(self.policy.get_optim_params())
+        self.grad_clip_norm = optimizer_config.grad_clip_norm
+        self.generator = torch.Generator().manual_seed(seed)
+        self.batch_size = settings.batch_size
+        self.steps = 0
+        self.seconds = 0.0
+        self.last_loss = float("nan")
+
+    def train(self, steps: int) -> None:
+        self.policy.train()
+        n_frames = len(self.windows[ACTION])
+        start = time.perf_counter()
+        for _ in range(steps):
+            index = torch.randint(n_frames, (self.batch_size,), generator=self.generator)
+            loss, _ = self.policy.forward({key: value[index] for key, value in self.windows.items()})
+            self.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.grad_clip_norm)
+            self.optimizer.step()
+        self.last_loss = float(loss.item()) if steps else self.last_loss
+        self.seconds += time.perf_counter() - start
+        self.steps += steps
+        self.policy.eval()
+
+
+def calibrate(settings: StudySettings, data: TrainingData) -> dict[str, float]:
+    """Seconds per training step of each variant, from one interleaved run: `calibration_steps` steps of
+    each variant in turn, `calibration_rounds` times (after one warm-up round); the median per variant."""
+    trainers = {variant: Trainer(variant, 0, settings, data) for variant in settings.variants}
+    for trainer in trainers.values():
+        trainer.train(1)  # warm-up: allocations and first-call overheads
+    times: dict[str, list[float]] = {variant: [] for variant in trainers}
+    for round_index in range(settings.calibration_rounds):
+        for variant in rotated(list(trainers), round_index):
+            trainer = trainers[variant]
+            before = trainer.seconds
+            trainer.train(settings.calibration_steps)
+            times[variant].append((trainer.seconds - before) / settings.calibration_steps)
+    return {variant: float(np.median(values)) for variant, values in times.items()}
+
+
+def equal_time_steps(settings: StudySettings, seconds_per_step: dict[str, float]) -> dict[str, int]:
+    """Steps per variant that fit the reference variant's equal-steps time."""
+    budget = settings.steps * seconds_per_step[BUDGET_REFERENCE]
+    return {v: max(1, round(budget / seconds_per_step[v])) for v in settings.variants}
+
+
+def training_runs(settings: StudySettings, time_steps: int | None) -> list[tuple[int, list[str]]]:
+    """(steps, budgets) per training of a variant: one run serves both budgets when its equal wall-clock
+    steps are the equal-steps steps."""
+    if not settings.equal_time or time_steps is None:
+        return [(settings.steps, ["equal_steps"])]
+    if time_steps == settings.steps:
+        return [(settings.steps, ["equal_steps", "equal_time"])]
+    return [(settings.steps, ["equal_steps"]), (time_steps, ["equal_time"])]
