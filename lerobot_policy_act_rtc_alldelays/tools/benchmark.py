@@ -6,6 +6,7 @@ memory of a step. Prints markdown tables and writes every figure to JSON.
 
     act-rtc-alldelays-benchmark                  # design-note configuration on a GPU, a small one on CPU
     act-rtc-alldelays-benchmark --sweep          # vary delay, batch, backbone and image size one at a time
+    act-rtc-alldelays-benchmark --delays-per-sample  # K delays per sample, state-only and image sizes
 """
 
 import argparse
@@ -22,12 +23,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import torch
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.policies.act.configuration_act import ACTConfig
 from lerobot.policies.act.modeling_act import ACTPolicy
-from lerobot.utils.constants import ACTION, OBS_STATE
+from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 from torch import Tensor, nn
 
 from ..configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
@@ -38,7 +40,13 @@ from .report import format_value, markdown_table, write_report
 from .synthetic_dataset import IMAGE_KEY
 
 ON, SHARED, OFF, ACT = "all_delays_on", "all_delays_shared_obs", "all_delays_off", "lerobot_act"
-ALL_DELAYS = (ON, SHARED)  # batch expansion, and shared-observation packing
+# The config fields that make each variant of this policy: all delays by batch expansion, all delays by
+# shared-observation packing, and one random delay per sample (the base policy's training).
+RTC_FIELDS: dict[str, dict[str, Any]] = {
+    ON: dict(rtc_train_all_delays=True, rtc_prefix_attention="full"),
+    SHARED: dict(rtc_train_all_delays=True, rtc_prefix_attention="shared_observation"),
+    OFF: dict(rtc_train_all_delays=False, rtc_prefix_attention="full"),
+}
 STAGES = ("backbone", "encoder", "decoder")
 STATE_DIM = 6
 N_HEADS = DESIGN_NOTE["n_heads"]
@@ -56,7 +64,7 @@ MEMORY_MEANING = {
 @dataclass(frozen=True)
 class Settings:
     backbone: str
-    image_size: int
+    image_size: int  # 0: no camera, a state-only policy
     batch_size: int
     chunk_size: int
     rtc_max_delay: int
@@ -65,6 +73,11 @@ class Settings:
     n_layers: int  # encoder and decoder alike
     warmup: int
     steps: int
+    n_heads: int = N_HEADS
+    state_dim: int = STATE_DIM  # of the robot state and of the action
+    env_state_dim: int = 0  # > 0: an environment-state input of this size
+    pre_norm: bool = True
+    predict_relative_actions: bool = True
 
 
 # The design note's size on a GPU; on CPU the CPU study size at 96 px, which finishes in minutes.
@@ -107,30 +120,36 @@ class Variant:
     name: str
     policy: nn.Module
     batch: dict[str, Tensor]
-    targets_per_step: int  # supervised actions: B * D * chunk with all delays on, else B * chunk
+    targets_per_step: int  # supervised actions: B * K * chunk with K delays per sample, else B * chunk
 
 
-def build_variant(name: str, settings: Settings, device: torch.device) -> Variant:
-    """A freshly initialised policy in training mode and a random batch shaped as its preprocessor outputs."""
+def build_variant(
+    name: str, settings: Settings, device: torch.device, rtc_fields: dict[str, Any] | None = None
+) -> Variant:
+    """A freshly initialised policy in training mode and a random batch shaped as its preprocessor outputs
+    (states and actions MEAN_STD-normalized). `rtc_fields`: the config fields of this policy's variant, by
+    default those of the named one; ValueError where the config refuses them at this size."""
     torch.manual_seed(0)
     s = settings
+    inputs = {OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(s.state_dim,))}
+    if s.env_state_dim:
+        inputs[OBS_ENV_STATE] = PolicyFeature(type=FeatureType.ENV, shape=(s.env_state_dim,))
+    if s.image_size:
+        inputs[IMAGE_KEY] = PolicyFeature(type=FeatureType.VISUAL, shape=(3, s.image_size, s.image_size))
     shared = dict(
         device=device.type,
-        input_features={
-            OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(STATE_DIM,)),
-            IMAGE_KEY: PolicyFeature(type=FeatureType.VISUAL, shape=(3, s.image_size, s.image_size)),
-        },
-        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(STATE_DIM,))},
+        input_features=inputs,
+        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(s.state_dim,))},
         vision_backbone=s.backbone,
         pretrained_backbone_weights=None,
         chunk_size=s.chunk_size,
         n_action_steps=s.chunk_size,
         dim_model=s.dim_model,
-        n_heads=N_HEADS,
+        n_heads=s.n_heads,
         dim_feedforward=s.dim_feedforward,
         n_encoder_layers=s.n_layers,
         n_decoder_layers=s.n_layers,
-        pre_norm=True,
+        pre_norm=s.pre_norm,
         use_vae=False,
         push_to_hub=False,
     )
@@ -140,20 +159,28 @@ def build_variant(name: str, settings: Settings, device: torch.device) -> Varian
     else:
         config = ACTRelativeRTCAllDelaysConfig(
             rtc_max_delay=s.rtc_max_delay,
-            rtc_train_all_delays=name in ALL_DELAYS,
-            rtc_prefix_attention="shared_observation" if name == SHARED else "full",
+            predict_relative_actions=s.predict_relative_actions,
+            **(RTC_FIELDS[name] if rtc_fields is None else rtc_fields),
             **shared,
         )
         policy = ACTRelativeRTCAllDelaysPolicy(config)
-        policy.relative_action_normalizer.set_stats(torch.zeros(STATE_DIM), torch.ones(STATE_DIM))
+        # Identity statistics: the timing does not depend on their values, only on their being set.
+        if config.predict_relative_actions:
+            policy.relative_action_normalizer.set_stats(torch.zeros(s.state_dim), torch.ones(s.state_dim))
+        if hasattr(policy, "state_normalizer"):
+            policy.state_normalizer.set_stats(torch.zeros(s.state_dim), torch.ones(s.state_dim))
         window = config.action_window_size
-        targets = s.batch_size * s.chunk_size * (config.n_delays if name in ALL_DELAYS else 1)
+        delays = config.delays_per_sample if config.rtc_train_all_delays else 1
+        targets = s.batch_size * s.chunk_size * delays
     batch = {
-        IMAGE_KEY: torch.rand(s.batch_size, 3, s.image_size, s.image_size),
-        OBS_STATE: torch.randn(s.batch_size, STATE_DIM),
-        ACTION: torch.randn(s.batch_size, window, STATE_DIM),
+        OBS_STATE: torch.randn(s.batch_size, s.state_dim),
+        ACTION: torch.randn(s.batch_size, window, s.state_dim),
         f"{ACTION}_is_pad": torch.zeros(s.batch_size, window, dtype=torch.bool),
     }
+    if s.env_state_dim:
+        batch[OBS_ENV_STATE] = torch.randn(s.batch_size, s.env_state_dim)
+    if s.image_size:
+        batch[IMAGE_KEY] = torch.rand(s.batch_size, 3, s.image_size, s.image_size)
     batch = {key: value.to(device) for key, value in batch.items()}
     return Variant(name, policy.to(device).train(), batch, targets)
 
@@ -162,6 +189,11 @@ def train_step(variant: Variant) -> None:
     variant.policy.zero_grad(set_to_none=True)
     loss, _ = variant.policy.forward(variant.batch)
     loss.backward()
+
+
+def stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The stages the model has: a policy without a camera has no backbone (its stage then reads 0)."""
+    return [(stage, getattr(model, stage)) for stage in STAGES if hasattr(model, stage)]
 
 
 class Clock:
@@ -193,8 +225,7 @@ class StageTimer:
         self.clock = clock
         self.marks: dict[str, list] = {stage: [] for stage in STAGES}
         self.handles = []
-        for stage in STAGES:
-            module = getattr(model, stage)
+        for stage, module in stage_modules(model):
             self.handles.append(module.register_forward_pre_hook(partial(self._mark, stage)))
             self.handles.append(module.register_forward_hook(partial(self._mark, stage)))
 
@@ -250,8 +281,7 @@ class KeptMemory:
         self.allocated_bytes = allocated_bytes
         self.kept = dict.fromkeys(STAGES, 0)
         self.handles = []
-        for stage in STAGES:
-            module = getattr(model, stage)
+        for stage, module in stage_modules(model):
             self.handles.append(module.register_forward_pre_hook(partial(self._add, stage, -1)))
             self.handles.append(module.register_forward_hook(partial(self._add, stage, 1)))
 
@@ -487,14 +517,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-act", action="store_true", help="skip LeRobot's ACT")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument(
+        "--delays-per-sample",
+        action="store_true",
+        help="time K delays per sample against the one-delay step, at the state-only study size and at the "
+        "image size that the other options set (see benchmark_delays)",
+    )
+    parser.add_argument(
+        "--state-warmup", type=int, help="--delays-per-sample: state-only size's warm-up steps"
+    )
+    parser.add_argument("--state-steps", type=int, help="--delays-per-sample: state-only size's timed steps")
+    parser.add_argument(
         "--output-dir", type=Path, default=Path("benchmark_out"), help="for benchmark.json and benchmark.md"
     )
     for field in fields(Settings):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=field.type, help="default: per device")
+        # A bool field as --flag/--no-flag: argparse's bool() would read any given text as True.
+        kind = {"action": argparse.BooleanOptionalAction} if field.type is bool else {"type": field.type}
+        parser.add_argument(f"--{field.name.replace('_', '-')}", **kind, help="default: per device")
     args = parser.parse_args(argv)
     if torch.device(args.device).type not in DEFAULTS:
         parser.error(f"--device must be a CUDA device or cpu, got '{args.device}'.")
     return args
+
+
+def environment(device: torch.device, load_average: float) -> dict[str, str]:
+    """The device, torch and lerobot the figures were measured with."""
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        cpu = platform.processor() or platform.machine()
+        device_name = (
+            f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+            f"load average {load_average:.2f} at start"
+        )
+    return {"device": device_name, "torch": torch.__version__, "lerobot": version("lerobot")}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -510,22 +565,20 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
     overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name) is not None}
     base = replace(DEFAULTS[device.type], **overrides)
+    if args.delays_per_sample:
+        # Imported here: benchmark_delays builds on this module's pieces.
+        from .benchmark_delays import run_delays_per_sample
+
+        run_delays_per_sample(args, base, device, environment(device, load_average))
+        return
     names = [ON, SHARED, OFF] if args.no_act else [ON, SHARED, OFF, ACT]
     points = sweep_points(base) if args.sweep else [base]
     results = []
     for index, settings in enumerate(points, 1):
         print(f"[{index}/{len(points)}] {settings}", file=sys.stderr, flush=True)
         results.append(benchmark_point(settings, names, device, measure_memory=not args.no_memory))
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        cpu = platform.processor() or platform.machine()
-        device_name = (
-            f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-            f"load average {load_average:.2f} at start"
-        )
     report = {
-        "environment": {"device": device_name, "torch": torch.__version__, "lerobot": version("lerobot")},
+        "environment": environment(device, load_average),
         "memory_meaning": MEMORY_MEANING[device.type],
         "points": results,
     }
