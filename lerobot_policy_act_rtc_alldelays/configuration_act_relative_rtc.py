@@ -45,6 +45,15 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
         rtc_inference_delay: Inference delay emulated by `select_action` (0..rtc_max_delay).
         rtc_inference_mode: "prefix" conditions the next chunk on the actions still to execute (RTC);
             "discard" ignores them and drops the first `delay` predicted actions instead (plain chunking).
+        use_state_token: Give `observation.state`, if the inputs have one, its own encoder token, as ACT
+            does (normalized inside the model with the dataset's statistics when relative actions are on,
+            by the preprocessor otherwise). Without it the state is only the relative actions' origin.
+        rtc_prefix_dropout: Probability, in training, that a (sample, delay) pair has its prefix actions
+            replaced by a learned mask token while its targets stay those of its delay. The mask token is
+            distinct from the pad token, so the delay stays visible. Teaches the network to read the
+            observation rather than only continue the prefix; costs nothing at inference.
+        rtc_prefix_noise_std: Standard deviation of Gaussian noise added to the prefix in training, in the
+            model's action space (normalized actions). Costs nothing at inference.
         rtc_prefix_attention: "full" lets every encoder token attend to every other (observation tokens
             then depend on the delay). "shared_observation" keeps observation tokens blind to the prefix,
             so all delays of a sample can share them in one packed sequence under block masks; training and
@@ -57,10 +66,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     n_action_steps: int = 100
 
     normalization_mapping: dict[str, NormalizationMode] = field(
-        default_factory=lambda: {
-            "VISUAL": NormalizationMode.MEAN_STD,
-            "STATE": NormalizationMode.IDENTITY,
-        }
+        default_factory=lambda: {"VISUAL": NormalizationMode.MEAN_STD}
     )
 
     # Architecture, as in LeRobot's ACT.
@@ -90,6 +96,9 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     rtc_inference_delay: int = 0
     rtc_inference_mode: str = "prefix"
     rtc_prefix_attention: str = "full"
+    use_state_token: bool = True
+    rtc_prefix_dropout: float = 0.5
+    rtc_prefix_noise_std: float = 0.0
 
     # Training preset.
     optimizer_lr: float = 1e-5
@@ -99,11 +108,12 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     def __post_init__(self):
         super().__post_init__()
         # Relative actions are normalized inside the model, from raw actions and raw states: the processors
-        # must leave both untouched. Without relative actions, actions are normalized as in ACT.
-        default_action_norm = (
+        # must leave both untouched. Without relative actions, both are normalized as in ACT.
+        default_norm = (
             NormalizationMode.IDENTITY if self.predict_relative_actions else NormalizationMode.MEAN_STD
         )
-        self.normalization_mapping.setdefault("ACTION", default_action_norm)
+        self.normalization_mapping.setdefault("STATE", default_norm)
+        self.normalization_mapping.setdefault("ACTION", default_norm)
         try:
             self._validate_fields()
         except ValueError as error:
@@ -182,6 +192,18 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                 f"n_action_steps={self.n_action_steps}, but chunk_size is {self.chunk_size}. Lower "
                 "`n_action_steps` or the delay."
             )
+        for name in ("rtc_prefix_dropout", "rtc_prefix_noise_std"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+        if not 0 <= self.rtc_prefix_dropout < 1:
+            raise ValueError(
+                "`rtc_prefix_dropout` is the probability of hiding a prefix in training: it must be in "
+                f"[0, 1), got {self.rtc_prefix_dropout}. (1 would never train the prefix; use "
+                "`rtc_max_delay=0` for a policy without one.)"
+            )
+        if self.rtc_prefix_noise_std < 0:
+            raise ValueError(f"`rtc_prefix_noise_std` must be >= 0, got {self.rtc_prefix_noise_std}.")
         if self.rtc_prefix_attention not in RTC_PREFIX_ATTENTIONS:
             raise ValueError(
                 f"`rtc_prefix_attention` must be one of {RTC_PREFIX_ATTENTIONS}, got "
@@ -240,6 +262,11 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
         return None
 
     @property
+    def has_state_token(self) -> bool:
+        """Whether the encoder reads `observation.state` as a token: asked for, and the inputs have one."""
+        return self.use_state_token and self.robot_state_feature is not None
+
+    @property
     def n_delays(self) -> int:
         """Number of inference delays the model is trained on: `0..rtc_max_delay`."""
         return self.rtc_max_delay + 1
@@ -259,6 +286,21 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             raise ValueError(
                 "The policy needs at least one camera (a VISUAL feature such as 'observation.images.wrist') "
                 "or an environment state ('observation.environment_state') among its input features."
+            )
+        if self.rtc_prefix_attention == "shared_observation" and not self.image_features:
+            raise ValueError(
+                "`rtc_prefix_attention=shared_observation` shares the observation tokens between the delays "
+                "of a sample, but without a camera the observation is one or two tokens (the states): there "
+                "is nothing to share, and the packed sequence under block masks costs more than running each "
+                "delay separately (about 2x on CPU). Use `--policy.rtc_prefix_attention=full`."
+            )
+        reads_state = self.use_state_token or self.predict_relative_actions
+        if self.robot_state_feature is not None and not reads_state:
+            logging.getLogger(__name__).warning(
+                "The policy reads no '%s': `use_state_token=false` and `predict_relative_actions=false`. Its "
+                "predictions will not depend on the robot state. Set `--policy.use_state_token=true` to give "
+                "the state its own encoder token.",
+                OBS_STATE,
             )
         if self.predict_relative_actions:
             if self.robot_state_feature is None:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .relative_actions import (
     compute_relative_action_stats,
+    compute_state_stats,
     read_dataset_columns,
     refuse_non_finite_columns,
     stats_fingerprint,
@@ -23,6 +24,8 @@ DATASET_DERIVED_BUFFERS = (
     "action_loss_weight",
     "relative_action_normalizer.mean",
     "relative_action_normalizer.std",
+    "state_normalizer.mean",
+    "state_normalizer.std",
 )
 
 
@@ -68,6 +71,8 @@ def init_from_dataset(policy: nn.Module, dataset_meta) -> None:
             policy.config.action_delta_indices,
         )
         policy.relative_action_normalizer.set_stats(mean, std)
+    if hasattr(policy, "state_normalizer"):
+        policy.state_normalizer.set_stats(*compute_state_stats(columns[OBS_STATE]))
 
 
 def action_weights_from_names(weights_by_name: dict[str, float], action_feature: dict) -> Tensor:
@@ -135,8 +140,11 @@ def after_state_dict_load(policy: nn.Module, incompatible_keys) -> None:
             derived["action_loss_weight"].tolist(),
             policy.action_loss_weight.tolist(),
         )
+    buffers = dict(policy.named_buffers())  # a checkpoint from before the state token has no state statistics
     with torch.no_grad():
         for name, value in derived.items():
-            policy.get_buffer(name).copy_(value)
-    if policy.config.predict_relative_actions:
-        policy.relative_action_normalizer._stats_checked = False
+            if name in buffers:
+                buffers[name].copy_(value)
+    for name in ("relative_action_normalizer", "state_normalizer"):
+        if hasattr(policy, name):
+            getattr(policy, name)._stats_checked = False

@@ -1,9 +1,10 @@
 """ACT with relative actions and training-time real-time chunking (the base policy).
 
-The transformer sees, as encoder tokens: the camera feature maps (2D sinusoidal positions), the environment
-state if present, the VAE latent if the VAE is on, then `rtc_max_delay` action-prefix tokens. A prefix token
-at a position `>= delay` is replaced by a learnable pad embedding, so one network serves every delay. The
-robot state is not a token: it is the origin of the relative actions.
+The transformer sees, as encoder tokens: the camera feature maps (2D sinusoidal positions), the robot state
+(with `use_state_token`, as in ACT), the environment state if present, the VAE latent if the VAE is on, then
+`rtc_max_delay` action-prefix tokens. A prefix token at a position `>= delay` is replaced by a learnable pad
+embedding, so one network serves every delay. In training, a prefix hidden by `rtc_prefix_dropout` has its
+actions replaced by a distinct learned mask embedding: the delay stays visible where the pad tokens start.
 
 Shape letters used in every module of this package:
     B: samples in the batch                 D: delays trained per sample, `rtc_max_delay + 1`
@@ -46,11 +47,18 @@ from .dataset_derived import (
     loaded_without,
     register_dataset_derived_buffers,
 )
-from .inference_inputs import check_action_prefix, observation_batch_size
+from .inference_inputs import (
+    check_action_prefix,
+    check_inference_setting,
+    model_observation,
+    observation_batch_size,
+)
 from .model_card import add_plugin_section
-from .relative_actions import RelativeActionNormalizer
+from .relative_actions import RelativeActionNormalizer, StateNormalizer
 from .rtc_runtime import RTCRuntimeAdapter
 
+# The state token's input projection: a checkpoint without it predates the state token.
+STATE_TOKEN_WEIGHT = "model.encoder_robot_state_input_proj.weight"
 # LeRobot's dataset names the padding mask of a key's window "<key>_is_pad"; no constant exists for it.
 ACTION_IS_PAD = f"{ACTION}_is_pad"
 
@@ -105,6 +113,9 @@ class ACTRelativeRTC(nn.Module):
             self.backbone = IntermediateLayerGetter(backbone_model, return_layers={"layer4": "feature_map"})
             self.encoder_img_feat_input_proj = nn.Conv2d(backbone_model.fc.in_features, dim, kernel_size=1)
             self.encoder_cam_feat_pos_embed = ACTSinusoidalPositionEmbedding2d(dim // 2)
+        if config.has_state_token:
+            self.encoder_robot_state_input_proj = nn.Linear(config.robot_state_feature.shape[0], dim)
+            self.encoder_robot_state_pos_embed = nn.Embedding(1, dim)
         if config.env_state_feature:
             self.encoder_env_state_input_proj = nn.Linear(config.env_state_feature.shape[0], dim)
             self.encoder_env_state_pos_embed = nn.Embedding(1, dim)
@@ -113,6 +124,8 @@ class ACTRelativeRTC(nn.Module):
             self.prefix_input_proj = nn.Linear(action_dim, dim)
             self.prefix_pad_embed = nn.Embedding(1, dim)
             self.prefix_pos_embed = nn.Embedding(config.rtc_max_delay, dim)
+            if config.rtc_prefix_dropout > 0:
+                self.prefix_mask_embed = nn.Embedding(1, dim)
 
         self.encoder = ACTEncoder(config)
         self.decoder = ACTDecoder(config)
@@ -125,7 +138,9 @@ class ACTRelativeRTC(nn.Module):
                 nn.init.xavier_uniform_(p)
 
     def encode_observation(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Runs the backbone once per camera. Returns tokens [S_obs, B, dim] and positions [S_obs, 1, dim]."""
+        """Runs the backbone once per camera. Returns tokens [S_obs, B, dim] and positions [S_obs, 1, dim].
+
+        `batch[OBS_STATE]` is read by the state token only, and must be normalized (see the policy)."""
         tokens, positions = [], []
         for key in self.config.image_features:
             feature_map = self.backbone(batch[key])["feature_map"]  # [B, C, h, w]
@@ -133,6 +148,9 @@ class ACTRelativeRTC(nn.Module):
             feature_map = self.encoder_img_feat_input_proj(feature_map)
             tokens.append(einops.rearrange(feature_map, "b c h w -> (h w) b c"))
             positions.append(einops.rearrange(position, "1 c h w -> (h w) 1 c"))
+        if self.config.has_state_token:
+            tokens.append(self.encoder_robot_state_input_proj(batch[OBS_STATE]).unsqueeze(0))
+            positions.append(self.encoder_robot_state_pos_embed.weight.unsqueeze(1))
         if self.config.env_state_feature:
             tokens.append(self.encoder_env_state_input_proj(batch[OBS_ENV_STATE]).unsqueeze(0))
             positions.append(self.encoder_env_state_pos_embed.weight.unsqueeze(1))
@@ -166,9 +184,18 @@ class ACTRelativeRTC(nn.Module):
         return self.encoder_latent_input_proj(latent).unsqueeze(0), mu, log_sigma_x2
 
     def encode_prefix(self, action_prefix: Tensor, delays: Tensor) -> Tensor:
-        """[N, rtc_max_delay, A] prefix and [N] delays -> [rtc_max_delay, N, dim] tokens."""
-        embedding = self.prefix_input_proj(action_prefix)
-        is_pad = torch.arange(self.config.rtc_max_delay, device=delays.device) >= delays.unsqueeze(1)
+        """[N, rtc_max_delay, A] prefix and [N] delays -> [rtc_max_delay, N, dim] tokens.
+
+        In training, `rtc_prefix_noise_std` perturbs each sequence's prefix and `rtc_prefix_dropout` hides it
+        behind the mask embedding; the pad tokens past the delay stay, so the delay remains visible."""
+        config = self.config
+        if self.training and config.rtc_prefix_noise_std > 0:
+            action_prefix = action_prefix + config.rtc_prefix_noise_std * torch.randn_like(action_prefix)
+        embedding = self.prefix_input_proj(action_prefix)  # [N, P, dim]
+        if self.training and config.rtc_prefix_dropout > 0:
+            hidden = torch.rand(delays.shape[0], 1, 1, device=delays.device) < config.rtc_prefix_dropout
+            embedding = torch.where(hidden, self.prefix_mask_embed.weight, embedding)
+        is_pad = torch.arange(config.rtc_max_delay, device=delays.device) >= delays.unsqueeze(1)  # [N, P]
         embedding = torch.where(is_pad.unsqueeze(-1), self.prefix_pad_embed.weight, embedding)
         return embedding.transpose(0, 1)
 
@@ -331,6 +358,8 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         action_dim = config.action_feature.shape[0]
         if config.predict_relative_actions:
             self.relative_action_normalizer = RelativeActionNormalizer(action_dim)
+            if config.has_state_token:
+                self.state_normalizer = StateNormalizer(config.robot_state_feature.shape[0])
         register_dataset_derived_buffers(self, action_dim)
         # The attention mode the weights were trained with: the other mode would change every prediction.
         self.register_buffer(
@@ -379,6 +408,29 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             return model_actions
         return self.relative_action_normalizer.unnormalize(model_actions, state)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Loads a checkpoint, also one saved before the state token existed: such weights were trained
+        without it, so the token is removed and they predict exactly as before."""
+        if (
+            self.config.has_state_token
+            and STATE_TOKEN_WEIGHT not in state_dict
+            and any(key.startswith("model.") for key in state_dict)
+        ):
+            logging.info("The checkpoint predates the state token: loading it with use_state_token=false.")
+            self.config.use_state_token = False
+            del self.model.encoder_robot_state_input_proj, self.model.encoder_robot_state_pos_embed
+            if hasattr(self, "state_normalizer"):
+                del self.state_normalizer
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def model_inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch as the network reads it: with relative actions the state arrives raw (it is their
+        origin), so the state token's copy is normalized here."""
+        if not hasattr(self, "state_normalizer"):
+            return batch
+        self.state_normalizer.check_stats()
+        return {**batch, OBS_STATE: self.state_normalizer.normalize(batch[OBS_STATE])}
+
     def _training_window(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """The action window in model space [B, W, A] and its padding mask [B, W]."""
         window = batch[ACTION]
@@ -418,7 +470,9 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         targets = delay_windows(window, self.config.chunk_size)[sample, delays]  # [B, chunk, A]
         targets_is_pad = delay_windows(window_is_pad, self.config.chunk_size)[sample, delays]  # [B, chunk]
         action_prefix = window[:, : self.config.rtc_max_delay]
-        predicted, (mu, log_sigma_x2) = self.model(batch, action_prefix, delays, targets, targets_is_pad)
+        predicted, (mu, log_sigma_x2) = self.model(
+            self.model_inputs(batch), action_prefix, delays, targets, targets_is_pad
+        )
 
         l1_per_sample = masked_l1(predicted, targets, targets_is_pad, self.action_loss_weight)
         loss_dict = {"l1_loss": l1_per_sample.mean().item()}
@@ -457,7 +511,9 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         Args:
             batch: the preprocessed observation: every camera of the config [B, 3, H, W],
                 `observation.environment_state` [B, E] if configured, and `observation.state` [B, S] with
-                relative actions (the origin of the prediction).
+                relative actions (the origin of the prediction). The inputs must be finite and on the
+                policy's device; floating ones of any dtype are cast to the policy's (see
+                `inference_inputs.model_observation`).
             delay: number of actions that execute while this inference runs (0..rtc_max_delay).
             action_prefix: those actions, [B, delay, A], in the space above. Required iff delay > 0.
             inference_delay, prev_chunk_left_over: the call of LeRobot 0.6's real-time chunking runtime
@@ -467,10 +523,11 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             return self.rtc_runtime.predict(self, batch, inference_delay or 0, prev_chunk_left_over)
         self.eval()
         batch_size = observation_batch_size(self.config, batch)
+        batch = model_observation(self.config, batch, self.model.action_head.weight)
         state = batch.get(OBS_STATE)
         model_prefix = self._inference_prefix(delay, action_prefix, state, batch_size)
         delays = torch.full((batch_size,), delay, dtype=torch.long, device=model_prefix.device)
-        predicted = self.model(batch, model_prefix, delays)[0]
+        predicted = self.model(self.model_inputs(batch), model_prefix, delays)[0]
         return self.to_action_space(predicted, state)
 
     def supports_rtc(self) -> bool:
@@ -499,15 +556,22 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         observation, when exactly `delay` of them remain: those keep executing (in "prefix" mode they are
         the new chunk's prefix; in "discard" mode the new chunk's first `delay` actions are dropped
         instead). The first chunk of an episode has no predecessor and uses delay 0. `on_chunk_start`, if
-        set, receives the step at which each new chunk's first action executes.
+        set, receives the step at which each new chunk's first action executes. Before each request the
+        mode and delay are checked against the config's rules (ValueError), also when set after
+        construction.
         """
         self.eval()
+        delay = self.config.rtc_inference_delay
+        ensembling = self.config.temporal_ensemble_coeff is not None
+        if ensembling or len(self._action_queue) in (0, delay):
+            # A chunk is about to be requested: refuse a mode or delay set after construction that the
+            # config rejects, rather than run another setting.
+            check_inference_setting(self.config)
         step = self._n_selected_actions
         self._n_selected_actions += 1
-        if self.config.temporal_ensemble_coeff is not None:
+        if ensembling:
             self._notify_chunk_start(step)
             return self.temporal_ensembler.update(self.predict_action_chunk(batch))
-        delay = self.config.rtc_inference_delay
         n_steps = self.config.n_action_steps
         chunk = None
         if not self._action_queue:

@@ -1,8 +1,9 @@
-"""All-delays training: every delay `0..rtc_max_delay` of every sample in one forward pass.
+"""All-delays training: every delay `0..rtc_max_delay` of every sample (or `rtc_delays_per_sample` = K of
+them, drawn per sample) in one forward pass.
 
 The backbone runs once on the B real samples. The observation tokens it yields are then expanded to
-B * D virtual samples (D = rtc_max_delay + 1) with `expand` views, so no image-sized tensor is copied; only
-the small post-backbone tokens are materialised when the transformer needs them contiguous.
+B * K virtual samples with `expand` views, so no image-sized tensor is copied; only the small post-backbone
+tokens are materialised when the transformer needs them contiguous.
 """
 
 import torch
@@ -25,45 +26,53 @@ class ACTRelativeRTCAllDelays(ACTRelativeRTC):
         self,
         batch: dict[str, Tensor],
         action_prefix: Tensor,
-        delays: Tensor | None,
+        delays: Tensor,
         targets: Tensor | None = None,
         targets_is_pad: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
-        """With `delays`, the base model's forward. With `delays=None`, every delay of every sample:
+        """With `delays` [B], the base model's forward. With `delays` [B, K], K delays of every sample:
 
         action_prefix [B, rtc_max_delay, A] (shared by the delays of a sample, masked per delay),
-        targets [B, D, chunk, A] and targets_is_pad [B, D, chunk] (VAE only)
-        -> actions [B, D, chunk, A] and (mu, log sigma^2) each [B * D, latent] or None.
+        targets [B, K, chunk, A] and targets_is_pad [B, K, chunk] (VAE only)
+        -> actions [B, K, chunk, A] and (mu, log sigma^2) each [B * K, latent] or None.
         """
-        if delays is not None:
+        if delays.ndim == 1:
             return super().forward(batch, action_prefix, delays, targets, targets_is_pad)
         observation_tokens, observation_positions = self.encode_observation(batch)  # [S, B, dim]
-        batch_size = observation_tokens.shape[1]
-        n_delays = self.config.n_delays
-        all_delays = torch.arange(n_delays, device=observation_tokens.device).expand(batch_size, -1)  # [B, D]
         if self.config.rtc_prefix_attention == "shared_observation":
             return self.predict_grouped(
-                observation_tokens, observation_positions, action_prefix, all_delays, targets, targets_is_pad
+                observation_tokens, observation_positions, action_prefix, delays, targets, targets_is_pad
             )
-        # Batch expansion: virtual sample b*D + d is sample b at delay d.
-        observation_tokens = repeat_per_delay(observation_tokens, n_delays, batch_dim=1)  # [S, B*D, dim]
-        action_prefix = repeat_per_delay(action_prefix, n_delays)  # [B*D, P, A]
+        # Batch expansion: virtual sample b*K + k is sample b at delay delays[b, k].
+        batch_size, n_drawn = delays.shape
+        observation_tokens = repeat_per_delay(observation_tokens, n_drawn, batch_dim=1)  # [S, B*K, dim]
+        action_prefix = repeat_per_delay(action_prefix, n_drawn)  # [B*K, P, A]
         if targets is not None:
-            targets = targets.flatten(0, 1)  # [B*D, chunk, A]
-            targets_is_pad = targets_is_pad.flatten(0, 1)  # [B*D, chunk]
+            targets = targets.flatten(0, 1)  # [B*K, chunk, A]
+            targets_is_pad = targets_is_pad.flatten(0, 1)  # [B*K, chunk]
         actions, latent_params = self.predict_from_observation(
             observation_tokens,
             observation_positions,
             action_prefix,
-            all_delays.flatten(),
+            delays.flatten(),
             targets,
             targets_is_pad,
         )
-        return actions.unflatten(0, (batch_size, n_delays)), latent_params
+        return actions.unflatten(0, (batch_size, n_drawn)), latent_params
+
+
+def draw_delays(batch_size: int, n_delays: int, n_drawn: int, device: torch.device) -> Tensor:
+    """[B, K] distinct delays per sample, uniformly over the K-subsets of 0..n_delays-1. K = n_delays gives
+    every delay in order, [0, 1, ..., D-1] for each sample, and draws no random numbers."""
+    every_delay = torch.arange(n_delays, device=device).expand(batch_size, -1)  # [B, D]
+    if n_drawn == n_delays:
+        return every_delay
+    return torch.rand(batch_size, n_delays, device=device).argsort(dim=1)[:, :n_drawn]
 
 
 class ACTRelativeRTCAllDelaysPolicy(ACTRelativeRTCPolicy):
-    """ACT relative-RTC trained on all delays per sample (`rtc_train_all_delays=true`, the default)."""
+    """ACT relative-RTC trained on several delays per sample (`rtc_train_all_delays=true`, the default):
+    `rtc_delays_per_sample` of them, all by default."""
 
     config_class = ACTRelativeRTCAllDelaysConfig
     name = "act_relative_rtc_alldelays"
@@ -80,25 +89,46 @@ class ACTRelativeRTCAllDelaysPolicy(ACTRelativeRTCPolicy):
     def forward(
         self, batch: dict[str, Tensor], reduction: str = "mean", delays: Tensor | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        """All delays per sample when `rtc_train_all_delays` (and no `delays` are given); otherwise exactly
-        the base policy's one-delay loss. `reduction="none"` returns [B]: each sample's loss over its
-        delays."""
+        """`rtc_delays_per_sample` delays per sample when `rtc_train_all_delays` (and no `delays` are given),
+        drawn per sample (all of them by default); otherwise exactly the base policy's one-delay loss. The
+        loss averages the drawn delays, each weighted by `rtc_delay_loss_weights`; `l1_loss_delay_<d>` logs
+        the mean L1 of the delays drawn in this batch. `reduction="none"` returns [B]: each sample's loss
+        over its delays."""
         if not self.config.rtc_train_all_delays or delays is not None:
             return super().forward(batch, reduction=reduction, delays=delays)
         window, window_is_pad = self._training_window(batch)
-        chunk_size = self.config.chunk_size
-        targets = delay_windows(window, chunk_size)  # [B, D, chunk, A], a view of the window
-        targets_is_pad = delay_windows(window_is_pad, chunk_size)  # [B, D, chunk]
-        action_prefix = window[:, : self.config.rtc_max_delay]
-        predicted, (mu, log_sigma_x2) = self.model(batch, action_prefix, None, targets, targets_is_pad)
+        config = self.config
+        # [B, K] delays per sample
+        drawn = draw_delays(window.shape[0], config.n_delays, config.delays_per_sample, window.device)
+        targets = delay_windows(window, config.chunk_size)  # [B, D, chunk, A], a view of the window
+        targets_is_pad = delay_windows(window_is_pad, config.chunk_size)  # [B, D, chunk]
+        if drawn.shape[1] < config.n_delays:  # [B, D, ...] -> [B, K, ...]: action-sized copies only
+            sample = torch.arange(window.shape[0], device=window.device).unsqueeze(1)
+            targets, targets_is_pad = targets[sample, drawn], targets_is_pad[sample, drawn]
+        action_prefix = window[:, : config.rtc_max_delay]
+        predicted, (mu, log_sigma_x2) = self.model(
+            self.model_inputs(batch), action_prefix, drawn, targets, targets_is_pad
+        )
 
-        l1_per_delay = masked_l1(predicted, targets, targets_is_pad, self.action_loss_weight)  # [B, D]
-        per_sample = (l1_per_delay * self.delay_loss_weight).mean(dim=1)  # [B]
+        l1_per_delay = masked_l1(predicted, targets, targets_is_pad, self.action_loss_weight)  # [B, K]
+        per_sample = (l1_per_delay * self.delay_loss_weight[drawn]).mean(dim=1)  # [B]
         loss_dict = {"l1_loss": per_sample.mean().item()}
-        for delay, l1 in enumerate(l1_per_delay.mean(dim=0).tolist()):
-            loss_dict[f"l1_loss_delay_{delay}"] = l1
+        loss_dict.update(per_delay_means(l1_per_delay, drawn, config.n_delays))
         if mu is not None:
-            kld_per_delay = kl_divergence(mu, log_sigma_x2).unflatten(0, l1_per_delay.shape)  # [B, D]
+            kld_per_delay = kl_divergence(mu, log_sigma_x2).unflatten(0, l1_per_delay.shape)  # [B, K]
             loss_dict["kld_loss"] = kld_per_delay.mean().item()
             per_sample = per_sample + self.config.kl_weight * kld_per_delay.mean(dim=1)
         return reduce_loss(per_sample, reduction), loss_dict
+
+
+def per_delay_means(l1_per_delay: Tensor, drawn: Tensor, n_delays: int) -> dict[str, float]:
+    """`{"l1_loss_delay_<d>": mean L1}` over the (sample, delay) pairs drawn at each delay d, for the delays
+    drawn in this batch. l1_per_delay and drawn: [B, K]."""
+    flat_delays = drawn.flatten()
+    sums = l1_per_delay.new_zeros(n_delays).index_add_(0, flat_delays, l1_per_delay.detach().flatten())
+    counts = torch.bincount(flat_delays, minlength=n_delays)
+    return {
+        f"l1_loss_delay_{delay}": total / count
+        for delay, (total, count) in enumerate(zip(sums.tolist(), counts.tolist(), strict=True))
+        if count
+    }

@@ -1,4 +1,5 @@
-"""Relative actions: `action - observation.state[t]`, normalized with statistics of the training windows."""
+"""Relative actions: `action - observation.state[t]`, normalized with statistics of the training windows;
+the robot state's own statistics for the state token; reading them from a dataset's parquet files."""
 
 import hashlib
 import logging
@@ -17,17 +18,19 @@ _STATS_BLOCK_FRAMES = 8192
 _MIN_STD = 1e-6
 
 
-class RelativeActionNormalizer(nn.Module):
-    """Maps absolute actions to normalized relative actions and back.
+class DatasetStatistics(nn.Module):
+    """A mean and std per dimension, derived from the training dataset and stored as buffers, so they travel
+    in `model.safetensors` with the weights. They start as NaN: a policy that was neither trained from a
+    dataset nor loaded from a checkpoint refuses to use them."""
 
-    The statistics are buffers, so they travel in `model.safetensors` with the weights. They start as NaN:
-    a policy that was neither trained from a dataset nor loaded from a checkpoint refuses to predict.
-    """
+    # What the statistics are, and of which feature, for error messages.
+    name = "statistics"
+    feature = "feature"
 
-    def __init__(self, action_dim: int):
+    def __init__(self, dim: int):
         super().__init__()
-        self.register_buffer("mean", torch.full((action_dim,), float("nan")))
-        self.register_buffer("std", torch.full((action_dim,), float("nan")))
+        self.register_buffer("mean", torch.full((dim,), float("nan")))
+        self.register_buffer("std", torch.full((dim,), float("nan")))
         # Checked once, not every step: reading a GPU tensor's value on the host stalls the training step.
         self._stats_checked = False
 
@@ -39,14 +42,14 @@ class RelativeActionNormalizer(nn.Module):
 
     def set_stats(self, mean: Tensor, std: Tensor) -> None:
         expected = tuple(self.mean.shape)
-        for name, value in (("mean", mean), ("std", std)):
+        for what, value in (("mean", mean), ("std", std)):
             if tuple(value.shape) != expected:
                 raise ValueError(
-                    f"Relative-action {name} has shape {tuple(value.shape)}, but the action has "
+                    f"The {self.name}' {what} has shape {tuple(value.shape)}, but the {self.feature} has "
                     f"{expected[0]} dimensions: expected shape {expected}. The statistics must come from a "
-                    "dataset with the same action space as the policy."
+                    f"dataset with the same {self.feature} space as the policy."
                 )
-        _refuse_bad_stats(mean, std, "The relative-action statistics to set", min_std=0.0)
+        _refuse_bad_stats(mean, std, f"The {self.name} to set", self.feature, min_std=0.0)
         self.mean.copy_(mean)
         self.std.copy_(std.clamp_min(_MIN_STD))
         self._stats_checked = False
@@ -57,20 +60,26 @@ class RelativeActionNormalizer(nn.Module):
         if torch.isnan(self.mean).all() and torch.isnan(self.std).all():
             return
         # `set_stats` clamps the std to `_MIN_STD`: a smaller value cannot come from it.
-        _refuse_bad_stats(
-            self.mean, self.std, "The loaded relative-action statistics (checkpoint or state dict)", _MIN_STD
-        )
+        what = f"The loaded {self.name} (checkpoint or state dict)"
+        _refuse_bad_stats(self.mean, self.std, what, self.feature, _MIN_STD)
 
     def check_stats(self) -> None:
         if self._stats_checked:
             return
         if not (torch.isfinite(self.mean).all() and torch.isfinite(self.std).all()):
             raise RuntimeError(
-                "The relative-action statistics are missing (NaN). They are computed when training starts "
-                "from a dataset (`make_policy(cfg, ds_meta=...)` or `Policy(config, dataset_meta=...)`) and "
-                "restored by `from_pretrained`. Load a trained checkpoint, or pass the dataset metadata."
+                f"The {self.name} are missing (NaN). They are computed when training starts from a dataset "
+                "(`make_policy(cfg, ds_meta=...)` or `Policy(config, dataset_meta=...)`) and restored by "
+                "`from_pretrained`. Load a trained checkpoint, or pass the dataset metadata."
             )
         self._stats_checked = True
+
+
+class RelativeActionNormalizer(DatasetStatistics):
+    """Maps absolute actions to normalized relative actions and back."""
+
+    name = "relative-action statistics"
+    feature = "action"
 
     def normalize(self, actions: Tensor, state: Tensor) -> Tensor:
         """[B, T, A] absolute actions, [B, A] state -> [B, T, A] normalized relative actions."""
@@ -81,13 +90,25 @@ class RelativeActionNormalizer(nn.Module):
         return relative_actions * self.std + self.mean + state.unsqueeze(1)
 
 
-def _refuse_bad_stats(mean: Tensor, std: Tensor, what: str, min_std: float) -> None:
+class StateNormalizer(DatasetStatistics):
+    """Normalizes the raw robot state for the state token. With relative actions on, the preprocessor must
+    leave the state raw (it is the actions' origin), so the token's input is normalized here."""
+
+    name = "robot-state statistics"
+    feature = "state"
+
+    def normalize(self, state: Tensor) -> Tensor:
+        """[B, S] raw state -> [B, S] normalized state."""
+        return (state - self.mean) / self.std
+
+
+def _refuse_bad_stats(mean: Tensor, std: Tensor, what: str, feature: str, min_std: float) -> None:
     """Raises if a mean or std entry is not finite or a std is below `min_std`."""
     bad = ~torch.isfinite(mean) | ~torch.isfinite(std) | (std < min_std)
     if bad.any():
         dims = bad.nonzero().flatten().tolist()
         raise ValueError(
-            f"{what} are invalid in action dimensions {dims}: mean={mean[bad].tolist()}, "
+            f"{what} are invalid in {feature} dimensions {dims}: mean={mean[bad].tolist()}, "
             f"std={std[bad].tolist()}. Every mean must be finite and every std finite and >= {min_std:g}. "
             "Recompute them from a dataset without NaN or inf values (train from the dataset again), or "
             "load an intact checkpoint."
@@ -158,6 +179,11 @@ def stats_fingerprint(columns: list[np.ndarray], action_offsets: list[int]) -> T
         digest.update(column.tobytes())
     digest.update(repr(list(action_offsets)).encode())
     return torch.frombuffer(bytearray(digest.digest()), dtype=torch.uint8)
+
+
+def compute_state_stats(state: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Mean and std per dimension of the robot state over every frame: [N, S] -> ([S], [S])."""
+    return torch.from_numpy(state.mean(0)).float(), torch.from_numpy(state.std(0)).float()
 
 
 def compute_relative_action_stats(

@@ -62,10 +62,15 @@ class RTCRuntimeAdapter:
           actions only.
         - Limits: a delay beyond `rtc_max_delay`, or beyond the real left-over (the runtime's queue ran dry),
           conditions on fewer actions; a warning names the limit that was hit.
+        - `rtc_inference_mode=discard`: the left-over is not used. Returns the chunk predicted from the
+          observation alone, [B, chunk_size, A]; the runtime's skip then drops the actions that were due
+          while inference ran, which is plain chunking under that delay.
         """
         if inference_delay < 0:
             raise ValueError(f"inference_delay must be >= 0 control steps, got {inference_delay}.")
         policy.eval()
+        if self.config.rtc_inference_mode == "discard":
+            return policy.predict_action_chunk(batch)
         batch_size = observation_batch_size(self.config, batch)
         real_rows = None
         if prev_chunk_left_over is not None:

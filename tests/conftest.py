@@ -17,9 +17,10 @@ IMAGE_SIZE = 64
 STATE_KEY = OBS_STATE
 IMAGE_KEY = f"{OBS_IMAGES}.wrist"
 
-# The tiny policy: `policy_sizes.TINY` with three delays. Tests build it with `tiny_config`, and the
-# end-to-end tests pass the same fields to the real lerobot-train CLI.
-TINY_RTC = {**TINY, "rtc_max_delay": 3, "dropout": 0.0, "push_to_hub": False}
+# The tiny policy: `policy_sizes.TINY` with three delays, deterministic in training (no dropout, no hidden
+# prefixes) so that losses can be compared exactly. Tests build it with `tiny_config`, and the end-to-end
+# tests pass the same fields to the real lerobot-train CLI.
+TINY_RTC = {**TINY, "rtc_max_delay": 3, "dropout": 0.0, "rtc_prefix_dropout": 0.0, "push_to_hub": False}
 TINY_POLICY_CLI_ARGS = [
     "--policy.type=act_relative_rtc_alldelays",
     "--policy.device=cpu",
@@ -50,10 +51,14 @@ def tiny_dataset_config(**overrides) -> ACTRelativeRTCAllDelaysConfig:
 
 
 def set_unit_stats(policy) -> None:
-    """Relative-action statistics that make the normalizer the identity on `action - state`."""
+    """Dataset statistics that make the relative-action normalizer the identity on `action - state`, and
+    the state token's normalizer the identity on the state."""
     if policy.config.predict_relative_actions:
         dim = policy.config.action_feature.shape[0]
         policy.relative_action_normalizer.set_stats(torch.zeros(dim), torch.ones(dim))
+    if hasattr(policy, "state_normalizer"):
+        dim = policy.config.robot_state_feature.shape[0]
+        policy.state_normalizer.set_stats(torch.zeros(dim), torch.ones(dim))
 
 
 def make_policy(policy_class=ACTRelativeRTCAllDelaysPolicy, seed: int = 0, **overrides):

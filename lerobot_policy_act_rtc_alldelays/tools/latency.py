@@ -125,6 +125,9 @@ def load_policy(source: str | Path, device: torch.device) -> torch.nn.Module:
     if getattr(config, "predict_relative_actions", False):
         dim = config.action_feature.shape[0]
         policy.relative_action_normalizer.set_stats(torch.zeros(dim), torch.ones(dim))
+    if hasattr(policy, "state_normalizer"):  # the state token's statistics, with relative actions
+        dim = config.robot_state_feature.shape[0]
+        policy.state_normalizer.set_stats(torch.zeros(dim), torch.ones(dim))
     return policy.to(device).eval()
 
 

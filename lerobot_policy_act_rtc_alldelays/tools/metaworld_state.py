@@ -18,7 +18,10 @@ Object positions are drawn from the env's own generator seeded by `reset(seed=..
 Demonstrations (`record_demos`) come from MetaWorld's scripted expert, either as is (`unimodal`) or with a
 detour first (`multimodal`): the hand goes through a via-point left or right of the straight path to the
 object, the side drawn at random per episode, and the expert takes over from there. Both sides are
-successful ways of doing the task that an observation at the start cannot tell apart.
+successful ways of doing the task that an observation at the start cannot tell apart. In `noisy` demos the
+expert's clean action is recorded but executed with Gaussian noise, as in the simulated benchmarks of the
+real-time chunking papers: the states then contain recoveries that the recorded actions before them do not
+predict.
 """
 
 import warnings
@@ -38,7 +41,8 @@ from .metaworld_demos import lerobot_mujoco_env, set_max_episode_steps
 AGENT_POS_DIM = 4  # hand xyz + gripper opening: LeRobot's `agent_pos`
 ENV_STATE_DIM = 39  # MetaWorld's full observation
 ACTION_DIM = 4  # end-effector deltas + gripper effort, in [-1, 1]
-DEMO_CONDITIONS = ("unimodal", "multimodal")
+DEMO_CONDITIONS = ("unimodal", "multimodal", "noisy")
+NOISY_EXECUTION_STD = 0.2  # 0.1 of the [-1, 1] action range
 
 # Multimodal detour: the via-point is this far (m) to the side of the hand-to-object line, halfway along it
 # and this much higher; the hand is steered there with the experts' own gain (action = gain * error).
@@ -148,8 +152,13 @@ def via_point(raw: np.ndarray, side: int) -> np.ndarray:
     return hand + 0.5 * (target - hand) + side * VIA_LATERAL * lateral + np.array([0.0, 0.0, VIA_LIFT])
 
 
-def run_demo(env: MetaworldStateEnv, seed: int, mode: int, max_steps: int) -> Demo:
-    """One demonstration in `env`, ending at the success step or after `max_steps`."""
+def run_demo(
+    env: MetaworldStateEnv, seed: int, mode: int, max_steps: int, execution_noise: float = 0.0
+) -> Demo:
+    """One demonstration in `env`, ending at the success step or after `max_steps`. With
+    `execution_noise`, the recorded action is executed plus Gaussian noise of that std (from a generator
+    seeded by `seed`), clipped to the action space."""
+    noise_rng = np.random.default_rng(seed)
     observation, _ = env.reset(seed=seed)
     via = via_point(env.raw_observation, mode) if mode else None
     states, env_states, actions = [], [], []
@@ -164,6 +173,8 @@ def run_demo(env: MetaworldStateEnv, seed: int, mode: int, max_steps: int) -> De
         states.append(observation["agent_pos"])
         env_states.append(observation["environment_state"])
         actions.append(action)
+        if execution_noise:
+            action = np.clip(action + noise_rng.normal(0.0, execution_noise, action.shape), -1.0, 1.0)
         observation, _, terminated, truncated, info = env.step(action)
         if info["is_success"]:
             success = True
@@ -190,7 +201,7 @@ def record_demos(
 ) -> list[Demo]:
     """`n_episodes` successful demonstrations with seeds `first_seed`, `first_seed + 1`, ... (failed attempts
     are skipped, up to `max_attempts`, default 2 * n_episodes). In `multimodal` demos each seed also draws
-    the detour side."""
+    the detour side; in `noisy` demos it seeds the execution noise."""
     if demos not in DEMO_CONDITIONS:
         raise ValueError(f"demos must be one of {DEMO_CONDITIONS}, got '{demos}'.")
     max_attempts = 2 * n_episodes if max_attempts is None else max_attempts
@@ -201,7 +212,8 @@ def record_demos(
             if len(kept) == n_episodes:
                 break
             mode = int(np.random.default_rng(seed).choice([-1, 1])) if demos == "multimodal" else 0
-            demo = run_demo(env, seed, mode, max_steps)
+            execution_noise = NOISY_EXECUTION_STD if demos == "noisy" else 0.0
+            demo = run_demo(env, seed, mode, max_steps, execution_noise)
             if demo.success:
                 kept.append(demo)
     finally:

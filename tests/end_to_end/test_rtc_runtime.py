@@ -103,7 +103,12 @@ def test_the_runtime_queue_never_executes_padding(n_left, measured_delay, relati
 
 
 # ---- lerobot-rollout --inference.type=rtc against a simulated robot ---------------------------------------
-FPS = 20
+# The runtime measures each inference's delay as ceil(latency x fps) control steps. The test sets the latency
+# by sleeping inside the policy call until 0.1 step past `delay - 1` steps: that bounds the measured delay
+# from below whatever the load, and leaves 0.9 step (90 ms at 10 fps) for the runtime's own processing
+# around the call before it reads one step more. On a machine so loaded that the call itself outlasts its
+# scheduled time, the delays come out larger; the assertions only need two distinct ones.
+FPS = 10
 JOINTS = [f"joint_{i}.pos" for i in range(6)]
 HOME = np.array([100.0, -80.0, 60.0, 30.0, -50.0, 90.0])  # far from 0: a zero row would be a huge jump
 IMAGE_SIZE = 32
@@ -111,6 +116,10 @@ CHUNK_SIZE = 10
 RTC_MAX_DELAY = 5
 QUEUE_THRESHOLD = 6  # the next chunk is requested with 6 actions left: more than the largest delay
 DELAY_SCHEDULE = [2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5]  # control steps each inference takes, in order
+SLEEP_TO = 0.9  # each call lasts at least `delay - SLEEP_TO` control steps
+# Each inference: the next one is requested 4 steps after a chunk arrives (10 actions, threshold 6), then
+# lasts `delay` steps: 90 steps for the schedule, 9 s at 10 fps.
+DURATION_S = 10.5
 
 
 SENT: list[np.ndarray] = []  # every action the simulated robot received, in order
@@ -226,9 +235,9 @@ def _instrument(monkeypatch, record: RuntimeRecord) -> None:
             self, batch, inference_delay=inference_delay, prev_chunk_left_over=prev_chunk_left_over
         )
         call["chunk"] = chunk.squeeze(0).clone()
-        # Half a step short of the scheduled delay: the runtime measures ceil(latency * fps).
+        # The runtime measures ceil(latency * fps): at least `steps` once the call lasts `steps - SLEEP_TO`.
         steps = DELAY_SCHEDULE[min(len(record.calls) - 1, len(DELAY_SCHEDULE) - 1)]
-        time.sleep(max(0.0, (steps - 0.5) / FPS - (time.perf_counter() - started)))
+        time.sleep(max(0.0, (steps - SLEEP_TO) / FPS - (time.perf_counter() - started)))
         return chunk
 
     monkeypatch.setattr(ACTRelativeRTCAllDelaysPolicy, "predict_action_chunk", slowed)
@@ -288,7 +297,7 @@ def test_lerobot_rollout_rtc_drives_the_policy_end_to_end(
             f"--inference.rtc.execution_horizon={EXECUTION_HORIZON}",
             f"--inference.queue_threshold={QUEUE_THRESHOLD}",
             f"--fps={FPS}",
-            "--duration=5.5",
+            f"--duration={DURATION_S}",
             "--device=cpu",
             "--play_sounds=false",
             "--return_to_initial_position=false",
@@ -323,14 +332,15 @@ def test_lerobot_rollout_rtc_drives_the_policy_end_to_end(
         if c["left_over"] is not None and c["inference_delay"] == measured
     ]
     assert all(call["delay"] == measured for call, measured in agreeing)
-    assert len(agreeing) >= 6 and {measured for _, measured in agreeing} >= {2, 3, 4}, [
-        m for _, m in agreeing
-    ]
+    # At least two distinct real delays of 2 or more: which ones depends on how loaded the machine is.
+    agreeing_delays = [measured for _, measured in agreeing]
+    assert len(agreeing) >= 4 and len({d for d in agreeing_delays if d >= 2}) >= 2, agreeing_delays
 
-    # 3. While inference ran, the robot executed the prefix the policy was conditioned on, then the new
-    #    prediction. The runtime drops ceil(latency * fps) rows of the new chunk while its control loop may
-    #    have ticked once less (it logs "Indexes diff is not equal to real delay"): the last committed
-    #    action is then skipped, a runtime property that no policy can change.
+    # 3. While inference ran, the robot executed the prefix the policy was conditioned on (in order, from its
+    #    first action), then the new prediction. The runtime drops ceil(latency * fps) rows of the new chunk
+    #    while its control loop may have ticked fewer times (it logs "Indexes diff is not equal to real
+    #    delay"; once less on an idle machine, more on a loaded one): the prefix's last actions are then
+    #    skipped, a runtime property that no policy can change.
     sent32 = [action.astype(np.float32) for action in sent]
     chunk_starts = []
     for call, _ in agreeing:
@@ -340,7 +350,7 @@ def test_lerobot_rollout_rtc_drives_the_policy_end_to_end(
         if start is None or first is None:  # the run ended before this chunk executed
             continue
         executed_prefix = start - first
-        assert executed_prefix in (delay - 1, delay), (executed_prefix, delay)
+        assert 0 < executed_prefix <= delay, (executed_prefix, delay)
         assert all(np.array_equal(sent32[first + i], chunk[i]) for i in range(executed_prefix))
         chunk_starts.append(start)
     assert len(chunk_starts) >= len(agreeing) - 1

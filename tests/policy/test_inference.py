@@ -178,8 +178,8 @@ def test_an_observation_without_batch_dimension_or_with_mixed_batches_is_a_clear
         policy.predict_action_chunk(observation)
 
 
-def test_without_relative_actions_the_state_is_not_needed():
-    policy = make_policy(predict_relative_actions=False)
+def test_without_relative_actions_and_state_token_the_state_is_not_needed():
+    policy = make_policy(predict_relative_actions=False, use_state_token=False)
     observation = _observation(policy)
     del observation["observation.state"]
     assert policy.predict_action_chunk(observation).shape == (2, policy.config.chunk_size, 4)
@@ -239,6 +239,15 @@ def test_lerobot_rtc_runtime_first_chunk_is_the_plain_prediction():
     observation = _observation(policy, batch_size=1)
     assert torch.equal(_runtime_call(policy, observation, 0, None), policy.predict_action_chunk(observation))
     assert torch.equal(_runtime_call(policy, observation, 2, None), policy.predict_action_chunk(observation))
+
+
+def test_lerobot_rtc_runtime_in_discard_mode_returns_the_plain_chunk_for_the_runtime_to_skip_into():
+    policy = make_policy(rtc_inference_mode="discard")
+    observation = _observation(policy, batch_size=1)
+
+    chunk = _runtime_call(policy, observation, 2, torch.randn(6, 4))
+
+    assert torch.equal(chunk, policy.predict_action_chunk(observation))
 
 
 @pytest.mark.parametrize("n_real", [1, 2])

@@ -13,7 +13,8 @@ SHARED = dict(rtc_prefix_attention="shared_observation", dropout=0.0)
 def _all_delay_predictions(policy, batch):
     window = policy.to_model_space(batch["action"], batch["observation.state"])
     prefix = window[:, : policy.config.rtc_max_delay]
-    return policy.model(batch, prefix, None)[0], prefix  # [B, D, chunk, A]
+    every_delay = torch.arange(policy.config.n_delays).expand(len(prefix), -1)  # [B, D]
+    return policy.model(batch, prefix, every_delay)[0], prefix  # [B, D, chunk, A]
 
 
 @pytest.mark.parametrize("use_vae", [False, True])
@@ -51,7 +52,7 @@ def test_observation_tokens_go_through_the_encoder_once_per_sample():
 
     policy.forward(make_batch(policy.config, batch_size=3))
 
-    n_observation = 2 * 2  # a 64 px image gives a 2x2 ResNet feature map
+    n_observation = 2 * 2 + 1  # a 64 px image gives a 2x2 ResNet feature map; then the state token
     n_delays, prefix_length = policy.config.n_delays, policy.config.rtc_max_delay
     assert encoder_inputs[0].shape == (n_observation + n_delays * prefix_length, 3, policy.config.dim_model)
 

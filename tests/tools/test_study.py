@@ -16,16 +16,20 @@ from lerobot.envs.metaworld import MetaworldEnv  # noqa: E402
 from lerobot.scripts.lerobot_eval import rollout  # noqa: E402
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE  # noqa: E402
 
+from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysConfig  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.metaworld_demos import (  # noqa: E402
     lerobot_mujoco_env,
     set_max_episode_steps,
 )
 from lerobot_policy_act_rtc_alldelays.tools.metaworld_state import (  # noqa: E402
     ENV_STATE_DIM,
+    NOISY_EXECUTION_STD,
     MetaworldStateEnv,
     lateral_deviation,
     record_demos,
+    run_demo,
 )
+from lerobot_policy_act_rtc_alldelays.tools.study.cli import parse_args  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.data import (  # noqa: E402
     TrainingData,
     demo_stats,
@@ -40,8 +44,17 @@ from lerobot_policy_act_rtc_alldelays.tools.study.evaluation import (  # noqa: E
 from lerobot_policy_act_rtc_alldelays.tools.study.report import rewrite_report  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.runner import run_study  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.settings import quick_settings  # noqa: E402
-from lerobot_policy_act_rtc_alldelays.tools.study.statistics import CELL_KEYS, wilson_interval  # noqa: E402
-from lerobot_policy_act_rtc_alldelays.tools.study.training import Trainer  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.statistics import (  # noqa: E402
+    CELL_KEYS,
+    DIAGNOSTIC_KEYS,
+    wilson_interval,
+)
+from lerobot_policy_act_rtc_alldelays.tools.study.training import (  # noqa: E402
+    Trainer,
+    policy_config,
+    training_runs,
+)
+from lerobot_policy_act_rtc_alldelays.tools.study.variants import VARIANTS, variant_overrides  # noqa: E402
 
 TASK = "pick-out-of-hole-v3"  # its expert goes straight to the object: detours are easy to tell apart
 
@@ -69,6 +82,55 @@ def test_study_settings_reject_delays_the_modes_cannot_run(tmp_path):
         replace(settings, delays=(0, 2), n_action_steps=2).check()
     with pytest.raises(ValueError, match="include it in --variants"):
         replace(settings, variants=("act", "on")).check()
+    with pytest.raises(ValueError, match="include it in --variants"):
+        replace(settings, variants=("act", "on", "off"), time_reference="state").check()
+
+
+NEW_FIELDS = ("use_state_token", "rtc_prefix_dropout", "rtc_prefix_noise_std", "rtc_delays_per_sample")
+
+
+def test_old_variants_pin_the_policy_as_it_was_before_the_remedies(tmp_path):
+    settings = quick_settings(tmp_path)
+    before = (False, 0.0, 0.0, None)
+    for old in ("off", "on", "shared"):
+        config = policy_config(old, settings)
+        assert tuple(getattr(config, name) for name in NEW_FIELDS) == before
+    remedies = {"state": (True, 0.0, 0.0, None), "dropout": (True, 0.5, 0.0, None),
+                "noise": (True, 0.0, 0.3, None), "k2": (True, 0.0, 0.0, 2), "k3": (True, 0.0, 0.0, 3)}
+    for variant, fields in remedies.items():
+        assert tuple(getattr(policy_config(variant, settings), name) for name in NEW_FIELDS) == fields
+        assert policy_config(variant, settings).rtc_train_all_delays
+
+
+def test_default_variant_runs_the_shipped_defaults(tmp_path):
+    assert variant_overrides("default") == {}
+    default, shipped = policy_config("default", quick_settings(tmp_path)), ACTRelativeRTCAllDelaysConfig()
+    for name in (*NEW_FIELDS, "rtc_train_all_delays", "rtc_prefix_attention", "rtc_delay_loss_weights"):
+        assert getattr(default, name) == getattr(shipped, name)
+    assert VARIANTS[-1] == "default"
+
+
+def test_command_line_takes_a_budget_scan_and_a_time_reference():
+    settings = parse_args(
+        ["--steps", "600", "2000", "--variants", "act", "on", "k2", "--time-reference", "on"]
+    )
+    assert list(settings.steps) == [600, 2000]
+    assert settings.reference == "on" and settings.reference_steps == 600
+    assert list(settings.variants) == ["act", "on", "k2"]
+    defaults = parse_args([])
+    assert list(defaults.variants) == ["act", "on", "state", "dropout", "noise", "k2", "default"]
+    assert list(defaults.demos) == ["unimodal", "noisy"] and defaults.reference == "default"
+
+
+def test_every_step_count_is_a_run_and_equal_time_reuses_the_run_of_its_steps(tmp_path):
+    settings = replace(quick_settings(tmp_path), steps=(4, 8))
+    assert training_runs(settings, 8) == [
+        (4, [("equal_steps", 4)]), (8, [("equal_steps", 8), ("equal_time", 4)])
+    ]
+    assert training_runs(settings, 5)[-1] == (5, [("equal_time", 4)])
+    assert training_runs(replace(settings, equal_time=False), 8) == [
+        (4, [("equal_steps", 4)]), (8, [("equal_steps", 8)])
+    ]
 
 
 def test_lerobot_metaworld_internals_still_hold_the_mujoco_env():
@@ -137,6 +199,24 @@ def test_multimodal_demos_split_into_two_modes_and_unimodal_demos_do_not():
     assert all(d.success for d in multimodal + unimodal)
 
 
+@pytest.mark.filterwarnings("ignore:Constant")
+def test_noisy_demos_record_the_experts_clean_action_but_execute_another():
+    env = MetaworldStateEnv(TASK, max_steps=8)
+    try:
+        clean = run_demo(env, seed=0, mode=0, max_steps=8)
+        noisy = run_demo(env, seed=0, mode=0, max_steps=8, execution_noise=NOISY_EXECUTION_STD)
+        # The recorded action is the expert's at the recorded state: the same as without noise at the same
+        # reset, then the expert's reaction to where the noisy execution led.
+        np.testing.assert_array_equal(noisy.action[0], clean.action[0])
+        np.testing.assert_array_equal(noisy.env_state[0], clean.env_state[0])
+        for raw, action in zip(noisy.env_state, noisy.action, strict=True):
+            expert = np.clip(env.expert_policy.get_action(raw.astype(np.float64)), -1, 1)
+            np.testing.assert_allclose(action, expert, atol=1e-3)
+        assert not np.allclose(noisy.state[1:], clean.state[1:])  # executed: the action plus noise
+    finally:
+        env.close()
+
+
 def test_training_windows_pad_past_the_episode_end_like_lerobot_datasets():
     demos = record_demos(TASK, 1, "unimodal", first_seed=0)
     demo = demos[0]
@@ -178,7 +258,8 @@ def test_chunks_start_every_n_action_steps_in_every_env_of_a_batched_rollout(qui
         vector_env.close()
     # n_action_steps=4 in the quick settings; the chunk requested at step 10 would start after the episode.
     assert starts == [0, 4, 8, 12]
-    assert [e["n_switches"] for e in episodes] == [2, 2] and [e["steps"] for e in episodes] == [11, 11]
+    assert [e["n_switches"] for e in episodes] == [2, 2]
+    assert [e["episode_steps"] for e in episodes] == [11, 11]
 
 
 def test_delayed_chunking_reproduces_the_plugins_discard_mode(quick_data, tmp_path):
@@ -207,19 +288,33 @@ def test_quick_study_writes_every_cell_with_wilson_intervals_of_its_counts(tmp_p
     assert rewrite_report(tmp_path / "quick") == saved  # the report is a function of the episodes files
     cells = {tuple(r[k] for k in CELL_KEYS) for r in rows}
     assert len(cells) == len(rows)
-    # 2 budgets x 2 demo conditions x (ACT: discard at 2 delays + ensembling; 3 RTC variants x 2 modes x 2).
-    assert len(rows) == 2 * 2 * (3 + 3 * 2 * 2)
+    # (equal steps at 4 and 8 steps, equal time at the time of 4) x noisy demos x (ACT: discard at 2 delays +
+    # ensembling; 2 RTC variants x 2 modes x 2 delays).
+    budgets = {("equal_steps", 4), ("equal_steps", 8), ("equal_time", 4)}
+    assert {(r["budget"], r["steps"]) for r in rows} == budgets
+    assert len(rows) == 3 * 1 * (3 + 2 * 2 * 2)
     for row in rows:
-        assert row["episodes"] == 2 and row["train_seeds"] == [0]
+        assert row["episodes"] == 2 and row["train_seeds"] == [0] and row["demos"] == "noisy"
         assert (row["ci95_low"], row["ci95_high"]) == wilson_interval(row["successes"], row["episodes"])
         assert row["success_rate"] == row["successes"] / row["episodes"]
         if row["mode"] != "temporal_ensemble":
             assert row["discontinuity_mean"] is not None
+        if row["budget"] == "equal_steps":
+            assert row["train_steps"] == [row["steps"]]
     assert {(r["variant"], r["mode"]) for r in rows} == {
         ("act", "discard"), ("act", "temporal_ensemble"),
-        *((v, m) for v in ("off", "on", "shared") for m in ("prefix", "discard")),
+        *((v, m) for v in ("dropout", "default") for m in ("prefix", "discard")),
     }
+    # The diagnostic: every trained RTC model at the delay > 0, one row per cell.
+    reliance = json.loads((tmp_path / "quick" / "prefix_reliance.json").read_text())
+    assert {tuple(r[k] for k in DIAGNOSTIC_KEYS) for r in reliance} == {
+        (budget, steps, "hammer-v3", "noisy", variant, 2)
+        for budget, steps in budgets
+        for variant in ("dropout", "default")
+    }
+    assert all(r["prefix_reliance_mean"] >= 0 and len(r["per_seed"]) == 1 for r in reliance)
     markdown = (tmp_path / "quick" / "summary.md").read_text()
-    assert "| equal_steps |" in markdown and "| equal_time |" in markdown
+    assert "| equal_steps | 4 |" in markdown and "| equal_time | 4 |" in markdown
+    assert "## Prefix reliance" in markdown
     pytest.importorskip("matplotlib")
-    assert (tmp_path / "quick" / "equal_steps_success_discontinuity.png").stat().st_size > 0
+    assert (tmp_path / "quick" / "equal_steps_8_steps_success_discontinuity.png").stat().st_size > 0

@@ -10,12 +10,16 @@ from .evaluation import env_step_seconds
 from .report import rewrite_report
 from .runner import __doc__ as STUDY_DOC
 from .runner import print_now, run_study
-from .settings import VARIANTS, StudySettings, quick_settings
+from .settings import TIME_REFERENCES, StudySettings, quick_settings
+from .variants import DESCRIPTIONS, VARIANTS
 
 
 def parse_args(argv: list[str] | None) -> StudySettings:
     defaults = StudySettings()
-    parser = argparse.ArgumentParser(description=STUDY_DOC.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=STUDY_DOC.splitlines()[0],
+        epilog="variants: " + "; ".join(f"{name}: {text}" for name, text in DESCRIPTIONS.items()),
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny, structurally complete run (< 1 min)")
     parser.add_argument(
         "--report-only",
@@ -35,7 +39,8 @@ def parse_args(argv: list[str] | None) -> StudySettings:
     parser.add_argument("--delays", type=int, nargs="+", default=list(defaults.delays))
     parser.add_argument("--train-seeds", type=int, nargs="+", default=list(defaults.train_seeds))
     parser.add_argument("--demo-episodes", type=int, default=defaults.demo_episodes)
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="equal-steps training steps")
+    parser.add_argument("--steps", type=int, nargs="+", default=list(defaults.steps),
+                        help="equal-steps training steps; several values: every variant is trained at each")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size)
@@ -46,6 +51,11 @@ def parse_args(argv: list[str] | None) -> StudySettings:
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps, help="episode step cap")
     parser.add_argument("--eval-seed", type=int, default=defaults.eval_seed)
     parser.add_argument("--no-equal-time", action="store_true", help="skip the equal wall-clock budget")
+    parser.add_argument("--time-reference", choices=VARIANTS, default=None,
+                        help="the variant whose time sets the equal wall-clock budget (default: the first of "
+                        f"{list(TIME_REFERENCES)} in --variants)")
+    parser.add_argument("--time-steps", type=int, default=None,
+                        help="the steps of the reference's timed run (default: the first of --steps)")
     parser.add_argument("--workers", type=int, default=1, help="tasks run in parallel processes")
     args = parser.parse_args(argv)
     command = "act-rtc-alldelays-study " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -67,7 +77,7 @@ def parse_args(argv: list[str] | None) -> StudySettings:
         delays=sorted(set(args.delays)),
         train_seeds=args.train_seeds,
         demo_episodes=args.demo_episodes,
-        steps=args.steps,
+        steps=list(dict.fromkeys(args.steps)),
         batch_size=args.batch_size,
         lr=args.lr,
         chunk_size=args.chunk_size,
@@ -77,6 +87,8 @@ def parse_args(argv: list[str] | None) -> StudySettings:
         max_steps=args.max_steps,
         eval_seed=args.eval_seed,
         equal_time=not args.no_equal_time,
+        time_reference=args.time_reference,
+        time_steps=args.time_steps,
         workers=args.workers,
         output_dir=args.output_dir or Path("results") / args.name,
         command=command.strip(),

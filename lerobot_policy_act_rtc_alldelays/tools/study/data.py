@@ -68,6 +68,12 @@ class TrainingData:
     demos: Sequence[Demo]
     cache: dict[str, tuple[dict[str, Tensor], Any, Any]] = field(default_factory=dict)
 
+    @property
+    def episode(self) -> Tensor:
+        """The demo index of every frame of the windows, [N]."""
+        lengths = torch.tensor([demo.length for demo in self.demos])
+        return torch.repeat_interleave(torch.arange(len(self.demos)), lengths)
+
     def get(self, config: PreTrainedConfig) -> tuple[dict[str, Tensor], Any, Any]:
         kind = "act" if isinstance(config, ACTConfig) else "rtc"
         if kind not in self.cache:

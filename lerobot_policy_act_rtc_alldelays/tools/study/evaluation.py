@@ -116,8 +116,8 @@ def run_episodes(
     n_action_steps: int | None,
 ) -> list[dict[str, Any]]:
     """One rollout of `len(seeds)` episodes through LeRobot's `rollout`. Returns per episode: seed, success,
-    steps and the chunk-join measures (chunks start every `n_action_steps` steps; None: every step, as in
-    temporal ensembling, so there are no joins)."""
+    episode_steps and the chunk-join measures (chunks start every `n_action_steps` steps; None: every step,
+    as in temporal ensembling, so there are no joins)."""
     env_preprocessor, env_postprocessor = env_processors
     start = time.perf_counter()
     with torch.no_grad():
@@ -136,7 +136,7 @@ def run_episodes(
         record: dict[str, Any] = {
             "seed": seed,
             "success": bool(successes[i]),
-            "steps": len(actions),
+            "episode_steps": len(actions),
             "rollout_seconds": seconds_per_episode,  # the rollout's wall-clock, shared by its episodes
         }
         if n_action_steps is None:

@@ -1,4 +1,5 @@
-"""The study's outputs: summary.json and summary.md, the figures and study_meta.json, from the episodes."""
+"""The study's outputs: summary.json and summary.md, prefix_reliance.json, the figures and study_meta.json,
+from the episodes and diagnostics files."""
 
 import gzip
 import json
@@ -9,14 +10,16 @@ import numpy as np
 
 from ..report import markdown_table, write_report
 from .settings import TEMPORAL_ENSEMBLE
-from .statistics import expand_delay_zero, summarize
+from .statistics import expand_delay_zero, summarize, summarize_diagnostics
 
 
 def success_cell(row: dict[str, Any]) -> str:
     return f"{row['successes']}/{row['episodes']} ({row['ci95_low']:.2f}-{row['ci95_high']:.2f})"
 
 
-def study_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def study_markdown(
+    rows: list[dict[str, Any]], diagnostic_rows: list[dict[str, Any]], meta: dict[str, Any]
+) -> str:
     lines = [
         f"# {meta['settings']['name']}",
         "",
@@ -27,7 +30,7 @@ def study_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         + ", ".join(f"{v} {t * 1000:.1f} ms" for v, t in meta["seconds_per_step"].items())
         + f". Evaluation: {meta['evaluated_episodes']} episodes at "
         f"{meta['episodes_per_rollout_minute'] or float('nan'):.0f} episodes per minute of rollout. "
-        + "Equal wall-clock steps: "
+        + f"Equal wall-clock steps (the time of {time_reference(meta)}): "
         + ", ".join(f"{v} {s}" for v, s in meta["equal_time_steps"].items())
         + ".",
         "",
@@ -37,28 +40,62 @@ def study_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "Per seed: successes per training seed.",
         "",
     ]
-    headers = ["budget", "task", "demos", "variant", "mode", "delay", "success (95% CI)", "discontinuity",
-               "(std)", "per seed"]
+    headers = ["budget", "steps", "task", "demos", "variant", "mode", "delay", "success (95% CI)",
+               "discontinuity", "(std)", "per seed"]
     table = [
         [
-            r["budget"], r["task"], r["demos"], r["variant"], r["mode"], r["delay"], success_cell(r),
-            r["discontinuity_mean"], r["discontinuity_std"],
+            r["budget"], r["steps"], r["task"], r["demos"], r["variant"], r["mode"], r["delay"],
+            success_cell(r), r["discontinuity_mean"], r["discontinuity_std"],
             " ".join(str(s["successes"]) for s in r["per_seed"]),
         ]
         for r in rows
     ]
-    return "\n".join(lines) + "\n" + markdown_table(headers, table) + "\n"
+    tables = markdown_table(headers, table) + "\n" + reliance_markdown(diagnostic_rows)
+    return "\n".join(lines) + "\n" + tables
+
+
+def reliance_markdown(diagnostic_rows: list[dict[str, Any]]) -> str:
+    """The prefix-reliance table: one row per trained cell and delay."""
+    if not diagnostic_rows:
+        return ""
+    lines = [
+        "",
+        "## Prefix reliance",
+        "",
+        "Mean absolute change of the predicted chunk (model space) on training frames when the prefix is "
+        "swapped for another episode's, and when the observation is; reliance = prefix change / observation "
+        "change (> 1: the chunk follows the prefix more than the observation). Means over training seeds; "
+        "per seed: each seed's reliance.",
+        "",
+    ]
+    headers = ["budget", "steps", "task", "demos", "variant", "delay", "prefix reliance", "prefix change",
+               "observation change", "per seed"]
+    table = [
+        [
+            r["budget"], r["steps"], r["task"], r["demos"], r["variant"], r["delay"],
+            r["prefix_reliance_mean"], r["prefix_change_mean"], r["observation_change_mean"],
+            " ".join(f"{s['prefix_reliance']:.2f}" for s in r["per_seed"]),
+        ]
+        for r in diagnostic_rows
+    ]
+    return "\n".join(lines) + "\n" + markdown_table(headers, table, digits=3) + "\n"
+
+
+def time_reference(meta: dict[str, Any]) -> str:
+    """'<variant> at <steps> steps'; a study from before `--time-reference` used `off` at its steps."""
+    reference = meta.get("time_reference") or {"variant": "off", "steps": meta["settings"]["steps"]}
+    return f"{reference['variant']} at {reference['steps']} steps"
 
 
 def plot_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One figure per budget: success and discontinuity vs delay, one panel column per (task, demos), one
-    line per (variant, mode)."""
+    """One figure per budget and its steps: success and discontinuity vs delay, one panel column per (task,
+    demos), one line per (variant, mode)."""
     figures = {}
-    for budget in dict.fromkeys(r["budget"] for r in rows):
-        subset = [r for r in rows if r["budget"] == budget]
+    for budget, steps in dict.fromkeys((r["budget"], r["steps"]) for r in rows):
+        subset = [r for r in rows if (r["budget"], r["steps"]) == (budget, steps)]
         groups = list(dict.fromkeys((r["task"], r["demos"]) for r in subset))
 
-        def draw(plt, subset=subset, groups=groups, budget=budget):
+        def draw(plt, subset=subset, groups=groups, budget=budget, steps=steps):
             figure, axes = plt.subplots(2, len(groups), figsize=(4.2 * len(groups), 7), squeeze=False)
             for column, (task, demos) in enumerate(groups):
                 cells = [r for r in subset if r["task"] == task and r["demos"] == demos]
@@ -87,44 +124,62 @@ def plot_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                     xticks=all_delays)
                 axes[1, column].axhline(1.0, color="gray", linestyle=":", linewidth=1)
             axes[0, 0].legend(fontsize=7)
-            figure.suptitle(f"{budget.replace('_', ' ')}: success (Wilson 95%) and chunk-join discontinuity")
+            figure.suptitle(f"{budget.replace('_', ' ')} ({steps} steps): success (Wilson 95%) and "
+                            "chunk-join discontinuity")
             figure.tight_layout()
             return figure
 
-        figures[f"{budget}_success_discontinuity"] = draw
+        figures[f"{budget}_{steps}_steps_success_discontinuity"] = draw
     return figures
 
 
 def write_outputs(
-    episodes: list[dict[str, Any]], meta: dict[str, Any], output_dir: Path, figures: bool = True
+    episodes: list[dict[str, Any]],
+    diagnostics: list[dict[str, Any]],
+    meta: dict[str, Any],
+    output_dir: Path,
+    figures: bool = True,
 ) -> list[dict]:
-    """summary.json (the rows), summary.md, study_meta.json and, with `figures`, the PNG plots."""
+    """summary.json (the rows), summary.md, prefix_reliance.json, study_meta.json and, with `figures`, the
+    PNG plots."""
     rows = expand_delay_zero(summarize(episodes))
+    diagnostic_rows = summarize_diagnostics(diagnostics)
     # A run that serves both budgets is listed under each: count its episodes once.
     run_keys = ("task", "demos", "variant", "train_seed", "train_steps", "mode", "delay", "seed")
     unique = {tuple(e[k] for k in run_keys): e for e in episodes}
     rollout_minutes = sum(e["rollout_seconds"] for e in unique.values()) / 60
     meta["evaluated_episodes"] = len(unique)
     meta["episodes_per_rollout_minute"] = len(unique) / rollout_minutes if rollout_minutes else None
-    markdown = study_markdown(rows, meta)
+    markdown = study_markdown(rows, diagnostic_rows, meta)
     write_report(output_dir, "summary", rows, markdown, plot_figures(rows) if figures else None)
+    (output_dir / "prefix_reliance.json").write_text(json.dumps(diagnostic_rows, indent=2) + "\n")
     (output_dir / "study_meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return rows
 
 
 def rewrite_report(output_dir: Path) -> list[dict[str, Any]]:
-    """The summary and plots again, from a (possibly partial) run's episodes files (plain, or gzipped for
-    storage) and metadata."""
+    """The summary and plots again, from a (possibly partial) run's episodes and diagnostics files (plain, or
+    gzipped for storage) and metadata. Episodes of a study from before the budget scan get its one step
+    count as their budget's `steps`."""
     meta_path = output_dir / "study_meta.json"
     if not meta_path.exists():
         raise FileNotFoundError(
             f"No study_meta.json in {output_dir}: point --output-dir at the outputs of a study."
         )
     meta = json.loads(meta_path.read_text())
-    paths = sorted(output_dir.glob("episodes_*.jsonl")) + sorted(output_dir.glob("episodes_*.jsonl.gz"))
-    episodes = [
+    episodes, diagnostics = (read_records(output_dir, kind) for kind in ("episodes", "diagnostics"))
+    for episode in episodes:
+        if "episode_steps" not in episode:  # the episode's length was `steps` before the budget scan
+            episode["episode_steps"] = episode.pop("steps")
+            episode["steps"] = meta["settings"]["steps"]
+    return write_outputs(episodes, diagnostics, meta, output_dir)
+
+
+def read_records(output_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """Every line of the `<kind>_<task>.jsonl` files, plain or gzipped."""
+    paths = sorted(output_dir.glob(f"{kind}_*.jsonl")) + sorted(output_dir.glob(f"{kind}_*.jsonl.gz"))
+    return [
         json.loads(line)
         for path in paths
         for line in (gzip.open(path, "rt") if path.suffix == ".gz" else path.open())
     ]
-    return write_outputs(episodes, meta, output_dir)

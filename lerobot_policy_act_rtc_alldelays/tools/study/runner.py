@@ -1,27 +1,32 @@
 """Closed-loop evidence study in MetaWorld (state observations): does prefix conditioning and all-delays
-training pay off when inference takes `d` control steps?
+training pay off when inference takes `d` control steps, and do the remedies against copying the prefix?
 
 For every task and demonstration condition (unimodal: the scripted expert; multimodal: a random detour left
-or right first, see `metaworld_state`), every variant is trained from scratch on the same demonstrations,
-with the same seeds and batches, then evaluated in closed loop:
+or right first; noisy: the expert's actions recorded but executed with noise, see `metaworld_state`), every
+variant is trained from scratch on the same demonstrations, with the same seeds and batches, then evaluated
+in closed loop. The variants are named config overrides (`variants.py`):
 
 - `act`: LeRobot's ACT. Plain chunking: `discard` at every delay (the next chunk ignores the `d` actions
   still executing and its first `d` actions are dropped), and temporal ensembling at delay 0 as a reference.
-- `off`: this policy with `rtc_train_all_delays=false` (one random delay per sample).
-- `on`: `rtc_train_all_delays=true` (every delay of every sample, by batch expansion).
-- `shared`: `on` with `rtc_prefix_attention=shared_observation`.
+- `off`, `on`, `shared`: this policy as it was before the state token and the prefix remedies, with one
+  random delay per sample, all delays by batch expansion, or all delays under shared-observation attention.
+- `state`: `on` with the robot-state token; `dropout`, `noise`, `k2`, `k3`: `state` with half of the
+  prefixes masked, noise on the prefix, or 2 or 3 delays drawn per sample.
+- `default`: the package's shipped config defaults, whatever they are at run time.
 
 The RTC variants are evaluated in both `prefix` and `discard` mode (`rtc_inference_mode`). At delay 0 a new
 chunk is requested only once the previous one is used up, so both modes run the same code and one
-evaluation serves both rows.
+evaluation serves both rows. After training, every RTC model's prefix reliance is measured on its training
+frames at each delay > 0 (`prefix_reliance`).
 
-Two training budgets:
-- equal steps: every variant trains `--steps` steps;
-- equal wall-clock: every variant trains for the time `off` needs for `--steps` steps. The time per step of
-  each variant comes from ONE interleaved calibration run at the start (a few steps of each variant in
-  turn, repeated; medians), so a drifting load on a shared machine hits every variant alike; a variant's
-  equal-time steps are `--steps * t(off) / t(variant)`. Variants whose equal-time steps equal their
-  equal-steps steps reuse that run.
+Training budgets, each row labelled with `budget` and its nominal `steps`:
+- equal steps: every variant trains each of `--steps` (a budget scan when several are given);
+- equal wall-clock: every variant trains for the time the reference variant (`--time-reference`; by
+  default `off` if studied, else `default`) needs for `--time-steps` steps (default: the first of
+  `--steps`). The time per step of each variant comes from ONE interleaved calibration run at the start (a
+  few steps of each variant in turn, repeated; medians), so a drifting load on a shared machine hits every
+  variant alike; a variant's equal-time steps are `time_steps * t(reference) / t(variant)`. A variant whose
+  equal-time steps equal one of its equal-steps runs reuses that run.
 
 Evaluation runs through LeRobot's own `rollout` with a `SyncVectorEnv` of state envs: one batched policy
 call per control step for all episodes of a cell. Episodes of all cells use the same env seeds (from
@@ -32,9 +37,10 @@ a delay, in both modes), which is what the discontinuity measure uses.
 
 Per cell: successes with a Wilson 95% interval, chunk-join discontinuity (mean jump at a chunk switch over
 the mean step-to-step change inside chunks, per episode: mean, std and pooled), and per-seed figures.
-Writes `summary.json` (a list of rows), `summary.md`, `study_meta.json`, `episodes_<task>.jsonl` (every
-episode, appended as the study runs, so a partial run is usable; `--report-only` rebuilds the summary from
-them) and PNG plots to `--output-dir`.
+Writes `summary.json` (a list of rows), `summary.md`, `prefix_reliance.json` (the diagnostic per cell),
+`study_meta.json`, `episodes_<task>.jsonl` (every episode) and `diagnostics_<task>.jsonl` (every model's
+diagnostic), both appended as the study runs, so a partial run is usable (`--report-only` rebuilds the
+summary from them), and PNG plots to `--output-dir`.
 """
 
 import json
@@ -53,11 +59,13 @@ from lerobot.envs.factory import make_env_pre_post_processors
 from ..interleave import rotated
 from ..metaworld_state import record_demos
 from ..policy_sizes import STATE_STUDY
+from ..prefix_reliance import prefix_reliance
 from .data import TrainingData, demo_stats
 from .evaluation import evaluate_model, make_vector_env
 from .report import write_outputs
-from .settings import DEMO_MAX_STEPS, DESCRIPTIONS, StudySettings
-from .training import Trainer, calibrate, equal_time_steps, training_runs
+from .settings import DEMO_MAX_STEPS, StudySettings
+from .training import Budget, Trainer, calibrate, equal_time_steps, training_runs
+from .variants import ACT, DESCRIPTIONS
 
 
 def run_study(settings: StudySettings, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -70,6 +78,7 @@ def run_study(settings: StudySettings, log: Callable[[str], None] = print) -> li
     out.mkdir(parents=True, exist_ok=True)
     for task in settings.tasks:
         episodes_file(out, task).write_text("")
+        diagnostics_file(out, task).write_text("")
     meta: dict[str, Any] = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
         "study_size": STATE_STUDY,
@@ -82,6 +91,7 @@ def run_study(settings: StudySettings, log: Callable[[str], None] = print) -> li
     first_task, first_demos = settings.tasks[0], settings.demos[0]
     demos = record_demos(first_task, settings.demo_episodes, first_demos, max_steps=DEMO_MAX_STEPS)
     meta["seconds_per_step"] = calibrate(settings, TrainingData(demo_stats(demos), demos))
+    meta["time_reference"] = {"variant": settings.reference, "steps": settings.reference_steps}
     meta["equal_time_steps"] = (
         equal_time_steps(settings, meta["seconds_per_step"]) if settings.equal_time else {}
     )
@@ -92,9 +102,14 @@ def run_study(settings: StudySettings, log: Callable[[str], None] = print) -> li
     def update(status: str) -> list[dict[str, Any]]:
         meta["wall_clock_minutes"] = (time.perf_counter() - start) / 60
         meta["status"] = status
-        episodes = [json.loads(line) for task in settings.tasks for line in episodes_file(out, task).open()]
+        episodes, diagnostics = (
+            [json.loads(line) for task in settings.tasks for line in file(out, task).open()]
+            for file in (episodes_file, diagnostics_file)
+        )
+        if not episodes:
+            return []
         # Plotting costs seconds: only the final summary draws the figures.
-        return write_outputs(episodes, meta, out, figures=status == "complete") if episodes else []
+        return write_outputs(episodes, diagnostics, meta, out, figures=status == "complete")
 
     if settings.workers > 1 and len(settings.tasks) > 1:
         context = multiprocessing.get_context("spawn")  # fresh MuJoCo and torch state in each worker
@@ -123,6 +138,21 @@ def episodes_file(output_dir: Path, task: str) -> Path:
     return output_dir / f"episodes_{task}.jsonl"
 
 
+def diagnostics_file(output_dir: Path, task: str) -> Path:
+    """Per trained RTC model, budget and delay: its prefix reliance (see `prefix_reliance`)."""
+    return output_dir / f"diagnostics_{task}.jsonl"
+
+
+def append_records(
+    path: Path, records: list[dict[str, Any]], labels: dict[str, Any], budgets: list[Budget]
+) -> None:
+    """Each record, labelled, once per (budget, nominal steps) that its model serves."""
+    with path.open("a") as f:
+        for budget, steps in budgets:
+            for record in records:
+                f.write(json.dumps({**record, **labels, "budget": budget, "steps": steps}) + "\n")
+
+
 def run_task(
     settings: StudySettings,
     task: str,
@@ -132,9 +162,9 @@ def run_task(
     on_model: Callable[[], Any] | None = None,
 ) -> None:
     """Every demo condition, training seed and variant of one task; appends each trained model's episodes
-    to the task's episodes file."""
+    to the task's episodes file, and each RTC model's prefix reliance to its diagnostics file."""
     log = log or print_now
-    n_eval = settings.episodes_per_seed
+    out, n_eval = settings.output_dir, settings.episodes_per_seed
     vector_env = make_vector_env(task, n_eval, settings.max_steps)
     env_processors = make_env_pre_post_processors(MetaworldEnvConfig(task=task), None)
     try:
@@ -155,17 +185,27 @@ def run_task(
                         labels = dict(task=task, demos=demos_condition, variant=variant,
                                       train_seed=train_seed, train_steps=steps,
                                       train_seconds=trainer.seconds, train_loss=trainer.last_loss)
-                        with episodes_file(settings.output_dir, task).open("a") as f:
-                            for budget in budgets:
-                                for record in new:
-                                    f.write(json.dumps({**record, **labels, "budget": budget}) + "\n")
+                        append_records(episodes_file(out, task), new, labels, budgets)
+                        diagnostics = [] if variant == ACT else diagnose(trainer, data, settings.delays)
+                        append_records(diagnostics_file(out, task), diagnostics, labels, budgets)
+                        reliance = " ".join(f"{d['delay']}: {d['prefix_reliance']:.2f}" for d in diagnostics)
                         log(f"[{_minutes(start)}] {task} {demos_condition} seed {train_seed} {variant} "
-                            f"{'+'.join(budgets)}: {steps} steps in {trainer.seconds:.1f}s (loss "
-                            f"{trainer.last_loss:.3f}); successes {success_counts(new)}")
+                            f"{'+'.join(f'{b}@{s}' for b, s in budgets)}: {steps} steps in "
+                            f"{trainer.seconds:.1f}s (loss {trainer.last_loss:.3f}); successes "
+                            f"{success_counts(new)}{'; prefix reliance ' + reliance if reliance else ''}")
                         if on_model is not None:
                             on_model()
     finally:
         vector_env.close()
+
+
+def diagnose(trainer: Trainer, data: TrainingData, delays: list[int]) -> list[dict[str, Any]]:
+    """The trained RTC model's prefix reliance on its training frames, one record per delay > 0."""
+    prefix_delays = [d for d in delays if d > 0]
+    if not prefix_delays:
+        return []
+    by_delay = prefix_reliance(trainer.policy, trainer.windows, data.episode, prefix_delays)
+    return [{"delay": delay, **figures} for delay, figures in by_delay.items()]
 
 
 def success_counts(records: list[dict[str, Any]]) -> str:

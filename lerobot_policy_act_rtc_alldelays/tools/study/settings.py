@@ -4,12 +4,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..ab_compare import RTC_VARIANTS, VARIANT_DESCRIPTIONS
 from ..metaworld_state import DEMO_CONDITIONS
+from .variants import DEFAULT, DEFAULT_VARIANTS, VARIANTS
 
-VARIANTS = ("act", *RTC_VARIANTS)  # act, off, on, shared
-DESCRIPTIONS = {"act": "LeRobot's ACT (plain chunking)", **VARIANT_DESCRIPTIONS}
-BUDGET_REFERENCE = "off"  # equal wall-clock = the time this variant needs for the equal-steps run
+# Equal wall-clock = the time the reference variant needs for the equal-steps run: the first of these in
+# the study, unless `time_reference` names another.
+TIME_REFERENCES = ("off", DEFAULT)
+DEFAULT_DEMOS = ("unimodal", "noisy")
 TEMPORAL_ENSEMBLE = "temporal_ensemble"
 # Both have a grasping phase and a placing or striking phase; hammer-v3 is where LeRobot's ACT lost most
 # success to discard at delay 8 in a pre-study probe.
@@ -22,12 +23,12 @@ DEMO_MAX_STEPS = 300  # the experts need at most ~270 steps on the candidate tas
 class StudySettings:
     name: str = "metaworld_state_study"
     tasks: Sequence[str] = DEFAULT_TASKS
-    demos: Sequence[str] = DEMO_CONDITIONS
-    variants: Sequence[str] = VARIANTS
+    demos: Sequence[str] = DEFAULT_DEMOS
+    variants: Sequence[str] = DEFAULT_VARIANTS
     delays: Sequence[int] = (0, 4, 8)
     train_seeds: Sequence[int] = (0, 1, 2)
     demo_episodes: int = 40
-    steps: int = 600
+    steps: Sequence[int] = (600,)  # equal-steps budgets: every variant is trained at each
     batch_size: int = 32
     lr: float = 2e-3
     chunk_size: int = 18
@@ -39,19 +40,36 @@ class StudySettings:
     calibration_rounds: int = 5
     calibration_steps: int = 5
     equal_time: bool = True
+    time_reference: str | None = None  # None: the first of TIME_REFERENCES among the variants
+    time_steps: int | None = None  # the equal-steps budget whose time is shared; None: the first of steps
     workers: int = 1
     output_dir: Path = Path("results/metaworld_state_study")
     command: str = ""
+
+    @property
+    def reference(self) -> str | None:
+        """The variant whose equal-steps time sets the equal wall-clock budget."""
+        if self.time_reference is not None:
+            return self.time_reference
+        return next((v for v in TIME_REFERENCES if v in self.variants), None)
+
+    @property
+    def reference_steps(self) -> int:
+        """The step count whose equal-steps time is the equal wall-clock budget."""
+        return self.steps[0] if self.time_steps is None else self.time_steps
 
     def check(self) -> None:
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"Unknown variants {unknown}: choose among {list(VARIANTS)}.")
-        if BUDGET_REFERENCE not in self.variants and self.equal_time:
+        if self.equal_time and self.reference not in self.variants:
             raise ValueError(
-                f"The equal wall-clock budget is the time of '{BUDGET_REFERENCE}': include it in --variants "
-                "or pass --no-equal-time."
+                f"The equal wall-clock budget is the time of a reference variant ({self.reference or 'none'}"
+                f" here, by default the first of {list(TIME_REFERENCES)} in --variants): include it in "
+                "--variants, choose one with --time-reference, or pass --no-equal-time."
             )
+        if not self.steps or min(self.steps) < 1:
+            raise ValueError(f"--steps needs positive step counts, got {list(self.steps)}.")
         unknown = sorted(set(self.demos) - set(DEMO_CONDITIONS))
         if unknown:
             raise ValueError(f"Unknown demo conditions {unknown}: choose among {list(DEMO_CONDITIONS)}.")
@@ -70,14 +88,18 @@ class StudySettings:
 
 
 def quick_settings(output_dir: Path) -> StudySettings:
-    """A structurally complete study in well under a minute: tiny data, steps and episode counts."""
+    """A structurally complete study in about a minute: tiny data, steps and episode counts; every path of
+    a full run (noisy demos, a remedy variant, the defaults as time reference, a budget scan, the
+    diagnostic)."""
     return StudySettings(
         name="quick",
         tasks=DEFAULT_TASKS[:1],
+        demos=("noisy",),
+        variants=("act", "dropout", DEFAULT),
         delays=(0, 2),
         train_seeds=(0,),
         demo_episodes=2,
-        steps=4,
+        steps=(4, 8),
         batch_size=8,
         chunk_size=8,
         n_action_steps=4,

@@ -1,12 +1,13 @@
-"""Per-cell statistics of the evaluated episodes: success counts with Wilson 95% intervals and the
-chunk-join discontinuity, one row per cell."""
+"""Per-cell statistics of the evaluated episodes (success counts with Wilson 95% intervals and the
+chunk-join discontinuity) and of the models' prefix reliance, one row per cell."""
 
 from typing import Any
 
 import numpy as np
 from scipy.stats import binomtest
 
-from .settings import TEMPORAL_ENSEMBLE, VARIANTS
+from .settings import TEMPORAL_ENSEMBLE
+from .variants import VARIANTS
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
@@ -19,16 +20,23 @@ def wilson_interval(successes: int, n: int) -> tuple[float, float]:
     return float(interval.low), float(interval.high)
 
 
-CELL_KEYS = ("budget", "task", "demos", "variant", "mode", "delay")
+# `steps`: the budget's nominal steps, so that the rows of a budget scan do not pool.
+CELL_KEYS = ("budget", "steps", "task", "demos", "variant", "mode", "delay")
+DIAGNOSTIC_KEYS = ("budget", "steps", "task", "demos", "variant", "delay")
+FIGURES = ("prefix_reliance", "prefix_change", "observation_change")  # of a model's diagnostic
+
+
+def group_by(records: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple, list[dict[str, Any]]]:
+    cells: dict[tuple, list[dict]] = {}
+    for record in records:
+        cells.setdefault(tuple(record[k] for k in keys), []).append(record)
+    return cells
 
 
 def summarize(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per cell (budget, task, demos, variant, mode, delay), pooling its training seeds."""
-    cells: dict[tuple, list[dict]] = {}
-    for episode in episodes:
-        cells.setdefault(tuple(episode[k] for k in CELL_KEYS), []).append(episode)
+    """One row per cell (budget, steps, task, demos, variant, mode, delay), pooling its training seeds."""
     rows = []
-    for key, group in cells.items():
+    for key, group in group_by(episodes, CELL_KEYS).items():
         n, successes = len(group), sum(e["success"] for e in group)
         low, high = wilson_interval(successes, n)
         ratios = [e["discontinuity"] for e in group if e["discontinuity"] is not None]
@@ -65,11 +73,27 @@ def summarize(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     float(np.mean(jumps)) / inside_mean if jumps and inside_mean else None
                 ),
                 "jump_mean": float(np.mean(jumps)) if jumps else None,
-                "mean_steps": float(np.mean([e["steps"] for e in group])),
+                "mean_steps": float(np.mean([e["episode_steps"] for e in group])),
                 "per_seed": per_seed,
             }
         )
     return rows
+
+
+def summarize_diagnostics(diagnostics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (budget, steps, task, demos, variant, delay): the prefix reliance's mean over training
+    seeds, with each seed's figures."""
+    rows = []
+    for key, group in group_by(diagnostics, DIAGNOSTIC_KEYS).items():
+        per_seed = sorted(group, key=lambda d: d["train_seed"])
+        rows.append(
+            {
+                **dict(zip(DIAGNOSTIC_KEYS, key, strict=True)),
+                **{f"{name}_mean": float(np.mean([d[name] for d in per_seed])) for name in FIGURES},
+                "per_seed": [{k: d[k] for k in ("train_seed", *FIGURES)} for d in per_seed],
+            }
+        )
+    return sorted(rows, key=lambda row: row_order({**row, "mode": "prefix"}))
 
 
 def expand_delay_zero(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -85,6 +109,7 @@ def row_order(row: dict[str, Any]) -> tuple:
     modes = ("prefix", "discard", TEMPORAL_ENSEMBLE)
     return (
         row["budget"] != "equal_steps",
+        row["steps"],
         row["task"],
         row["demos"],
         VARIANTS.index(row["variant"]),

@@ -14,12 +14,16 @@ from lerobot.utils.constants import ACTION
 
 from ...configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
 from ...modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
-from ..ab_compare import RTC_VARIANTS
 from ..interleave import rotated
 from ..metaworld_state import state_features
 from ..policy_sizes import STATE_STUDY
 from .data import TrainingData
-from .settings import BUDGET_REFERENCE, StudySettings
+from .settings import StudySettings
+from .variants import ACT, variant_overrides
+
+# (budget, its nominal steps): the labels of a trained model's rows; equal_time's nominal steps are those of
+# the reference run whose time it shares.
+Budget = tuple[str, int]
 
 
 def policy_config(variant: str, settings: StudySettings) -> PreTrainedConfig:
@@ -38,18 +42,18 @@ def policy_config(variant: str, settings: StudySettings) -> PreTrainedConfig:
         optimizer_lr_backbone=settings.lr,
         **STATE_STUDY,
     )
-    if variant == "act":
+    if variant == ACT:
         return ACTConfig(**shared)
     # MetaWorld's actions are end-effector deltas, not positions in the state's space: absolute actions.
     return ACTRelativeRTCAllDelaysConfig(
-        **shared, **RTC_VARIANTS[variant], rtc_max_delay=settings.rtc_max_delay,
+        **shared, **variant_overrides(variant), rtc_max_delay=settings.rtc_max_delay,
         predict_relative_actions=False,
     )
 
 
 def new_policy(config: PreTrainedConfig, seed: int) -> PreTrainedPolicy:
-    """Seeded right before creation: the RTC variants share their parameters, so a seed gives them the
-    same initial weights."""
+    """Seeded right before creation: RTC variants with the same parameters (all but the state token's and
+    the mask token's) get the same initial weights from a seed."""
     torch.manual_seed(seed)
     policy_class = ACTPolicy if isinstance(config, ACTConfig) else ACTRelativeRTCAllDelaysPolicy
     return policy_class(config)
@@ -107,16 +111,16 @@ def calibrate(settings: StudySettings, data: TrainingData) -> dict[str, float]:
 
 
 def equal_time_steps(settings: StudySettings, seconds_per_step: dict[str, float]) -> dict[str, int]:
-    """Steps per variant that fit the reference variant's equal-steps time."""
-    budget = settings.steps * seconds_per_step[BUDGET_REFERENCE]
+    """Steps per variant that fit the reference variant's time for `reference_steps` steps."""
+    budget = settings.reference_steps * seconds_per_step[settings.reference]
     return {v: max(1, round(budget / seconds_per_step[v])) for v in settings.variants}
 
 
-def training_runs(settings: StudySettings, time_steps: int | None) -> list[tuple[int, list[str]]]:
-    """(steps, budgets) per training of a variant: one run serves both budgets when its equal wall-clock
-    steps are the equal-steps steps."""
-    if not settings.equal_time or time_steps is None:
-        return [(settings.steps, ["equal_steps"])]
-    if time_steps == settings.steps:
-        return [(settings.steps, ["equal_steps", "equal_time"])]
-    return [(settings.steps, ["equal_steps"]), (time_steps, ["equal_time"])]
+def training_runs(settings: StudySettings, time_steps: int | None) -> list[tuple[int, list[Budget]]]:
+    """(steps, budgets) per training of a variant: one run per step count of the scan, and the equal
+    wall-clock run, which reuses the scan's run of the same step count (same seed, same batches: the same
+    model)."""
+    runs: dict[int, list[Budget]] = {steps: [("equal_steps", steps)] for steps in settings.steps}
+    if settings.equal_time and time_steps is not None:
+        runs.setdefault(time_steps, []).append(("equal_time", settings.reference_steps))
+    return list(runs.items())
