@@ -141,7 +141,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                 f"({self.chunk_size}): a chunk predicted after a delay of `rtc_max_delay` actions must still "
                 "hold new actions. Lower `--policy.rtc_max_delay` or raise `--policy.chunk_size`."
             )
-        self._validate_action_loss_weights()
+        validate_action_loss_weights(self.action_loss_weights)
         if self.first_action_index < 0:
             raise ValueError(
                 f"`first_action_index` must be 0 or 1 (or larger), got {self.first_action_index}."
@@ -192,18 +192,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                 f"n_action_steps={self.n_action_steps}, but chunk_size is {self.chunk_size}. Lower "
                 "`n_action_steps` or the delay."
             )
-        for name in ("rtc_prefix_dropout", "rtc_prefix_noise_std"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
-        if not 0 <= self.rtc_prefix_dropout < 1:
-            raise ValueError(
-                "`rtc_prefix_dropout` is the probability of hiding a prefix in training: it must be in "
-                f"[0, 1), got {self.rtc_prefix_dropout}. (1 would never train the prefix; use "
-                "`rtc_max_delay=0` for a policy without one.)"
-            )
-        if self.rtc_prefix_noise_std < 0:
-            raise ValueError(f"`rtc_prefix_noise_std` must be >= 0, got {self.rtc_prefix_noise_std}.")
+        validate_prefix_remedies(self.rtc_prefix_dropout, self.rtc_prefix_noise_std)
         if self.rtc_prefix_attention not in RTC_PREFIX_ATTENTIONS:
             raise ValueError(
                 f"`rtc_prefix_attention` must be one of {RTC_PREFIX_ATTENTIONS}, got "
@@ -224,29 +213,6 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                         f"from raw states and actions, so `normalization_mapping['{feature_type}']` must be "
                         f"IDENTITY, got {self.normalization_mapping[feature_type]}."
                     )
-
-    def _validate_action_loss_weights(self) -> None:
-        weights = self.action_loss_weights
-        if weights is None:
-            return
-        if not isinstance(weights, dict):
-            raise ValueError(
-                "`action_loss_weights` must map action names to weights, e.g. '{\"gripper.pos\": 2.0}', "
-                f"got {weights!r}."
-            )
-        bad = {
-            name: weight
-            for name, weight in weights.items()
-            if isinstance(weight, bool)
-            or not isinstance(weight, int | float)
-            or not math.isfinite(weight)
-            or weight < 0
-        }
-        if bad:
-            raise ValueError(
-                "`action_loss_weights` must be finite, non-negative numbers (a negative weight would train "
-                f"a negated loss term), got {bad}. Fix or remove these entries."
-            )
 
     def inference_setting_error(self, mode: str, delay: int) -> str | None:
         """Why `select_action` cannot run with `rtc_inference_mode=mode` and `rtc_inference_delay=delay`
@@ -338,3 +304,42 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     @property
     def reward_delta_indices(self) -> None:
         return None
+
+
+def validate_action_loss_weights(weights: dict[str, float] | None) -> None:
+    """Refuses `action_loss_weights` that are not a map of action names to finite, non-negative numbers."""
+    if weights is None:
+        return
+    if not isinstance(weights, dict):
+        raise ValueError(
+            "`action_loss_weights` must map action names to weights, e.g. '{\"gripper.pos\": 2.0}', "
+            f"got {weights!r}."
+        )
+    bad = {
+        name: weight
+        for name, weight in weights.items()
+        if isinstance(weight, bool)
+        or not isinstance(weight, int | float)
+        or not math.isfinite(weight)
+        or weight < 0
+    }
+    if bad:
+        raise ValueError(
+            "`action_loss_weights` must be finite, non-negative numbers (a negative weight would train "
+            f"a negated loss term), got {bad}. Fix or remove these entries."
+        )
+
+
+def validate_prefix_remedies(dropout: float, noise_std: float) -> None:
+    """Refuses a `rtc_prefix_dropout` outside [0, 1) and a negative or non-finite `rtc_prefix_noise_std`."""
+    for name, value in (("rtc_prefix_dropout", dropout), ("rtc_prefix_noise_std", noise_std)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+    if not 0 <= dropout < 1:
+        raise ValueError(
+            "`rtc_prefix_dropout` is the probability of hiding a prefix in training: it must be in "
+            f"[0, 1), got {dropout}. (1 would never train the prefix; use "
+            "`rtc_max_delay=0` for a policy without one.)"
+        )
+    if noise_std < 0:
+        raise ValueError(f"`rtc_prefix_noise_std` must be >= 0, got {noise_std}.")

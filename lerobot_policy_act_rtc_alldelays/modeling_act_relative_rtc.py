@@ -23,7 +23,6 @@ from itertools import chain
 
 import einops
 import torch
-import torch.nn.functional as F  # noqa: N812
 import torchvision
 from huggingface_hub import ModelCard
 from lerobot.policies.act.modeling_act import (
@@ -47,12 +46,14 @@ from .dataset_derived import (
     loaded_without,
     register_dataset_derived_buffers,
 )
+from .delays import delay_windows, repeat_per_delay
 from .inference_inputs import (
     check_action_prefix,
     check_inference_setting,
     model_observation,
     observation_batch_size,
 )
+from .losses import kl_divergence, masked_l1, reduce_loss
 from .model_card import add_plugin_section
 from .relative_actions import RelativeActionNormalizer, StateNormalizer
 from .rtc_runtime import RTCRuntimeAdapter
@@ -61,25 +62,6 @@ from .rtc_runtime import RTCRuntimeAdapter
 STATE_TOKEN_WEIGHT = "model.encoder_robot_state_input_proj.weight"
 # LeRobot's dataset names the padding mask of a key's window "<key>_is_pad"; no constant exists for it.
 ACTION_IS_PAD = f"{ACTION}_is_pad"
-
-
-def delay_windows(window: Tensor, chunk_size: int) -> Tensor:
-    """The target chunk of every delay, as a view of the action window (no copy).
-
-    [B, W, ...] with W = rtc_max_delay + chunk_size -> [B, D, chunk_size, ...] where entry `d` is
-    window[:, d : d + chunk_size].
-    """
-    # unfold puts the window dimension last: [B, D, ..., chunk_size].
-    return window.unfold(1, chunk_size, 1).movedim(-1, 2)
-
-
-def repeat_per_delay(x: Tensor, n_delays: int, batch_dim: int = 0) -> Tensor:
-    """Each sample once per delay: [..., B, ...] (B at `batch_dim`) -> [..., B*D, ...], sample b's copy for
-    delay d at b*D + d. The repeat is a stride-0 `expand` view; `flatten` copies only where it must."""
-    expanded = x.unsqueeze(batch_dim + 1)
-    shape = list(expanded.shape)
-    shape[batch_dim + 1] = n_delays
-    return expanded.expand(shape).flatten(batch_dim, batch_dim + 1)
 
 
 class ACTRelativeRTC(nn.Module):
@@ -321,17 +303,6 @@ class ACTRelativeRTC(nn.Module):
         return self.predict_from_observation(
             observation_tokens, observation_positions, action_prefix, delays, targets, targets_is_pad
         )
-
-
-def masked_l1(predicted: Tensor, targets: Tensor, targets_is_pad: Tensor, action_weight: Tensor) -> Tensor:
-    """L1 per chunk: [..., chunk, A] -> [...], padded targets counting as zero error (as in ACT)."""
-    error = F.l1_loss(predicted, targets, reduction="none") * action_weight
-    return (error * ~targets_is_pad.unsqueeze(-1)).mean(dim=(-2, -1))
-
-
-def kl_divergence(mu: Tensor, log_sigma_x2: Tensor) -> Tensor:
-    """KL(N(mu, sigma^2) || N(0, 1)) summed over the latent: [N, latent] -> [N]."""
-    return (-0.5 * (1 + log_sigma_x2 - mu.pow(2) - log_sigma_x2.exp())).sum(-1)
 
 
 class ACTRelativeRTCPolicy(PreTrainedPolicy):
@@ -591,14 +562,6 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
     def _notify_chunk_start(self, step: int) -> None:
         if self.on_chunk_start is not None:
             self.on_chunk_start(step)
-
-
-def reduce_loss(per_sample: Tensor, reduction: str) -> Tensor:
-    if reduction == "none":
-        return per_sample
-    if reduction == "mean":
-        return per_sample.mean()
-    raise ValueError(f"reduction must be 'mean' or 'none', got '{reduction}'.")
 
 
 def refuse_other_attention_mode(policy: ACTRelativeRTCPolicy, incompatible_keys) -> None:

@@ -10,15 +10,9 @@ import torch
 from torch import Tensor
 
 from .configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
-from .modeling_act_relative_rtc import (
-    ACTRelativeRTC,
-    ACTRelativeRTCPolicy,
-    delay_windows,
-    kl_divergence,
-    masked_l1,
-    reduce_loss,
-    repeat_per_delay,
-)
+from .delays import delay_windows, draw_delays, repeat_per_delay
+from .losses import kl_divergence, masked_l1, reduce_loss
+from .modeling_act_relative_rtc import ACTRelativeRTC, ACTRelativeRTCPolicy
 
 
 class ACTRelativeRTCAllDelays(ACTRelativeRTC):
@@ -59,15 +53,6 @@ class ACTRelativeRTCAllDelays(ACTRelativeRTC):
             targets_is_pad,
         )
         return actions.unflatten(0, (batch_size, n_drawn)), latent_params
-
-
-def draw_delays(batch_size: int, n_delays: int, n_drawn: int, device: torch.device) -> Tensor:
-    """[B, K] distinct delays per sample, uniformly over the K-subsets of 0..n_delays-1. K = n_delays gives
-    every delay in order, [0, 1, ..., D-1] for each sample, and draws no random numbers."""
-    every_delay = torch.arange(n_delays, device=device).expand(batch_size, -1)  # [B, D]
-    if n_drawn == n_delays:
-        return every_delay
-    return torch.rand(batch_size, n_delays, device=device).argsort(dim=1)[:, :n_drawn]
 
 
 class ACTRelativeRTCAllDelaysPolicy(ACTRelativeRTCPolicy):

@@ -6,7 +6,7 @@ from conftest import make_batch, make_policy, tiny_config
 
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCPolicy
 from lerobot_policy_act_rtc_alldelays.dataset_derived import action_weights_from_names
-from lerobot_policy_act_rtc_alldelays.modeling_act_relative_rtc import delay_windows
+from lerobot_policy_act_rtc_alldelays.delays import delay_windows
 
 
 def test_delay_windows_are_the_chunks_after_each_prefix_as_a_view():

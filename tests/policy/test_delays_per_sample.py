@@ -6,7 +6,7 @@ import torch
 from conftest import make_batch, make_policy
 
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCPolicy
-from lerobot_policy_act_rtc_alldelays.modeling_act_relative_rtc_alldelays import draw_delays
+from lerobot_policy_act_rtc_alldelays.delays import draw_delays
 
 
 def _loss_and_grads(policy, batch, seed: int = 123):
