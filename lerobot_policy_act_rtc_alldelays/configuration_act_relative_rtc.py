@@ -94,7 +94,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     action_loss_weights: dict[str, float] | None = None
     downscale_img_square: int | None = None
     rtc_inference_delay: int = 0
-    rtc_inference_mode: str = "prefix"
+    rtc_inference_mode: str = "discard"
     rtc_prefix_attention: str = "full"
     use_state_token: bool = True
     rtc_prefix_dropout: float = 0.5

@@ -18,9 +18,16 @@ STATE_KEY = OBS_STATE
 IMAGE_KEY = f"{OBS_IMAGES}.wrist"
 
 # The tiny policy: `policy_sizes.TINY` with three delays, deterministic in training (no dropout, no hidden
-# prefixes) so that losses can be compared exactly. Tests build it with `tiny_config`, and the end-to-end
+# prefixes) so that losses can be compared exactly, in prefix mode. Tests build it with `tiny_config`, and the end-to-end
 # tests pass the same fields to the real lerobot-train CLI.
-TINY_RTC = {**TINY, "rtc_max_delay": 3, "dropout": 0.0, "rtc_prefix_dropout": 0.0, "push_to_hub": False}
+TINY_RTC = {
+    **TINY,
+    "rtc_max_delay": 3,
+    "dropout": 0.0,
+    "rtc_prefix_dropout": 0.0,
+    "rtc_inference_mode": "prefix",  # the mode whose behaviour most tests specify; discard is set explicitly
+    "push_to_hub": False,
+}
 TINY_POLICY_CLI_ARGS = [
     "--policy.type=act_relative_rtc_alldelays",
     "--policy.device=cpu",

@@ -134,3 +134,15 @@ def test_no_field_collides_with_a_name_lerobot_train_reads_from_policy_configs()
     fields = set(ACTRelativeRTCAllDelaysConfig.__dataclass_fields__)
     assert not fields & {"use_relative_actions", "relative_exclude_joints", "action_feature_names"}
     assert tiny_config(predict_relative_actions=False).predict_relative_actions is False
+
+
+def test_the_shipped_defaults_are_the_ones_the_v2_study_chose():
+    # results/metaworld_state_study_v2: with the state token and half of the prefixes hidden in training, the
+    # policy matches ACT at delay 0 on assembly; conditioning on the prefix still loses to discarding it in
+    # most delayed cells, so plain chunking is the default inference mode.
+    config = ACTRelativeRTCAllDelaysConfig()
+    assert config.use_state_token is True
+    assert config.rtc_prefix_dropout == 0.5
+    assert config.rtc_prefix_noise_std == 0.0
+    assert config.rtc_delays_per_sample is None
+    assert config.rtc_inference_mode == "discard"
