@@ -18,8 +18,8 @@ STATE_KEY = OBS_STATE
 IMAGE_KEY = f"{OBS_IMAGES}.wrist"
 
 # The tiny policy: `policy_sizes.TINY` with three delays, deterministic in training (no dropout, no hidden
-# prefixes) so that losses can be compared exactly, in prefix mode. Tests build it with `tiny_config`, and the end-to-end
-# tests pass the same fields to the real lerobot-train CLI.
+# prefixes) so that losses can be compared exactly, in prefix mode. Tests build it with `tiny_config`, and
+# the end-to-end tests pass the same fields to the real lerobot-train CLI.
 TINY_RTC = {
     **TINY,
     "rtc_max_delay": 3,
