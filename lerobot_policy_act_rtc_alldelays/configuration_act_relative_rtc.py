@@ -6,6 +6,7 @@ registered `act_relative_rtc_alldelays` type, whose configuration subclasses thi
 
 import logging
 import math
+import numbers
 from dataclasses import dataclass, field
 
 from lerobot.configs.policies import PreTrainedConfig
@@ -157,6 +158,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                 "Temporal ensembling queries the policy every step: set `--policy.n_action_steps=1` with "
                 "`temporal_ensemble_coeff`."
             )
+        validate_inference_delay_type(self.rtc_inference_delay)
         if self.temporal_ensemble_coeff is not None and self.rtc_inference_delay > 0:
             raise ValueError(
                 "Temporal ensembling cannot be combined with an inference delay: set "
@@ -226,6 +228,17 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
         finally:
             self.rtc_inference_mode, self.rtc_inference_delay = previous
         return None
+
+    def set_inference_setting(self, mode: str, delay: int) -> None:
+        """Sets `rtc_inference_mode` and `rtc_inference_delay` together, checked by this config's rules:
+        ValueError, leaving both unchanged, for a pair they reject. (Fields set one at a time are checked
+        only when `select_action` requests its next chunk.)"""
+        error = self.inference_setting_error(mode, delay)
+        if error is not None:
+            raise ValueError(
+                f"Cannot set rtc_inference_mode='{mode}' and rtc_inference_delay={delay!r}: {error}"
+            )
+        self.rtc_inference_mode, self.rtc_inference_delay = mode, delay
 
     @property
     def has_state_token(self) -> bool:
@@ -327,6 +340,16 @@ def validate_action_loss_weights(weights: dict[str, float] | None) -> None:
         raise ValueError(
             "`action_loss_weights` must be finite, non-negative numbers (a negative weight would train "
             f"a negated loss term), got {bad}. Fix or remove these entries."
+        )
+
+
+def validate_inference_delay_type(delay: int) -> None:
+    """Refuses an `rtc_inference_delay` that is not an integer: it counts control steps and slices chunks."""
+    if isinstance(delay, bool) or not isinstance(delay, numbers.Integral):
+        whole = isinstance(delay, float) and delay.is_integer()
+        raise ValueError(
+            "`rtc_inference_delay` counts control steps and must be an integer, got "
+            f"{delay!r} ({type(delay).__name__}).{f' Pass {int(delay)}.' if whole else ''}"
         )
 
 

@@ -19,7 +19,8 @@ def observation_inputs(config: ACTRelativeRTCConfig) -> dict[str, int]:
 
 
 def observation_batch_size(config: ACTRelativeRTCConfig, batch: dict[str, Tensor]) -> int:
-    """Checks that the observation holds every input the model reads, batched alike; returns B."""
+    """Checks that the observation holds every input the model reads, batched alike, camera images in the
+    model's layout and size; returns B."""
     required = observation_inputs(config)
     missing = [key for key in required if batch.get(key) is None]
     if missing:
@@ -39,6 +40,8 @@ def observation_batch_size(config: ACTRelativeRTCConfig, batch: dict[str, Tensor
             "Observation tensors need a batch dimension (cameras [B, C, H, W], states [B, dim]), got "
             f"shapes {shapes}. Add it with `unsqueeze(0)`, as LeRobot's preprocessor does."
         )
+    for key in config.image_features:
+        check_image_shape(config, key, shapes[key])
     if OBS_STATE in required:
         state_dim = config.robot_state_feature.shape[0]
         if shapes[OBS_STATE][1] != state_dim:
@@ -50,6 +53,45 @@ def observation_batch_size(config: ACTRelativeRTCConfig, batch: dict[str, Tensor
     if len(batch_sizes) != 1:
         raise ValueError(f"The observation tensors disagree on the batch size: {shapes}.")
     return batch_sizes.pop()
+
+
+def model_image_size(config: ACTRelativeRTCConfig, key: str) -> tuple[int, int]:
+    """(height, width) of camera `key` as the model reads it: with `downscale_img_square` the preprocessor
+    pads and resizes every image to that square, whatever the camera's size; otherwise the feature's size."""
+    side = config.downscale_img_square
+    if side is not None:
+        return side, side
+    height, width = config.image_features[key].shape[1:]
+    return height, width
+
+
+def check_image_shape(config: ACTRelativeRTCConfig, key: str, shape: tuple[int, ...]) -> None:
+    """Refuses a [B, C, H, W] camera image whose channels or size differ from the model's: the backbone would
+    fail on other channels with a bare convolution error, and run on another size silently."""
+    channels = config.image_features[key].shape[0]
+    height, width = model_image_size(config, key)
+    if shape[1] != channels:
+        raise ValueError(
+            f"Camera image '{key}' has shape {shape}, but the policy reads channels-first images "
+            f"[B, {channels}, H, W] = [{shape[0]}, {channels}, {height}, {width}]. Permute a channels-last "
+            f"image [B, H, W, {channels}] with `image.permute(0, 3, 1, 2)`, as LeRobot's "
+            "`prepare_observation_for_inference` does."
+        )
+    if shape[2:] == (height, width):
+        return
+    received = f"Camera image '{key}' is {shape[2]}x{shape[3]} pixels (height x width)"
+    if config.downscale_img_square is not None:
+        raise ValueError(
+            f"{received}, but this policy reads {height}x{width} images: its preprocessor pads and resizes "
+            f"every camera image to that square (`downscale_img_square={height}`). Pass the observation "
+            "through the policy's preprocessor."
+        )
+    raise ValueError(
+        f"{received}, but this policy was built for {height}x{width} images (the shape of '{key}' in "
+        f"`config.input_features`). Set the camera's resolution to {height}x{width}, or train the policy "
+        "with `--policy.downscale_img_square=<side>`: its preprocessor then pads and resizes every camera "
+        "image to that square, whatever the camera's resolution."
+    )
 
 
 def model_observation(config: ACTRelativeRTCConfig, batch: dict[str, Tensor], parameter: Tensor) -> dict:
@@ -133,8 +175,8 @@ def check_inference_setting(config: ACTRelativeRTCConfig) -> None:
     if error is not None:
         raise ValueError(
             f"select_action cannot run with rtc_inference_mode='{mode}' and rtc_inference_delay={delay}: "
-            f"{error} Change both together with `tools.delay_sweep.set_inference_delay(policy.config, mode, "
-            "delay)`, which checks them when they are set."
+            f"{error} Set both together with `policy.config.set_inference_setting(mode, delay)`, which "
+            "checks them when they are set."
         )
 
 

@@ -39,13 +39,13 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .attention import attention_masks, shared_observation_masks, use_masked_attention
-from .configuration_act_relative_rtc import RTC_PREFIX_ATTENTIONS, ACTRelativeRTCConfig
-from .dataset_derived import (
-    after_state_dict_load,
-    derive_from_dataset,
-    loaded_without,
-    register_dataset_derived_buffers,
+from .checkpoint_loading import (
+    refuse_missing_weights,
+    refuse_other_attention_mode,
+    stored_weight_names,
 )
+from .configuration_act_relative_rtc import RTC_PREFIX_ATTENTIONS, ACTRelativeRTCConfig
+from .dataset_derived import after_state_dict_load, derive_from_dataset, register_dataset_derived_buffers
 from .delays import delay_windows, repeat_per_delay
 from .inference_inputs import (
     check_action_prefix,
@@ -394,6 +394,17 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
                 del self.state_normalizer
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
+    @classmethod
+    def _load_as_safetensor(
+        cls, model: "ACTRelativeRTCPolicy", model_file: str, map_location: str, strict: bool
+    ) -> "ACTRelativeRTCPolicy":
+        """LeRobot's loading of the weights file in `from_pretrained` (0.4.4 and 0.6.1 alike), refusing a
+        truncated or corrupt file and a checkpoint that lacks weights of this policy."""
+        stored = stored_weight_names(model_file)
+        model = super()._load_as_safetensor(model, model_file, map_location, strict)
+        refuse_missing_weights(model, stored, model_file)
+        return model
+
     def model_inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The batch as the network reads it: with relative actions the state arrives raw (it is their
         origin), so the state token's copy is normalized here."""
@@ -562,31 +573,3 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
     def _notify_chunk_start(self, step: int) -> None:
         if self.on_chunk_start is not None:
             self.on_chunk_start(step)
-
-
-def refuse_other_attention_mode(policy: ACTRelativeRTCPolicy, incompatible_keys) -> None:
-    """Post hook of `load_state_dict` (which `from_pretrained` uses): refuses weights trained with the other
-    `rtc_prefix_attention` mode."""
-    configured = policy.config.rtc_prefix_attention
-    if loaded_without(incompatible_keys, "trained_prefix_attention"):
-        logging.warning(
-            "The loaded weights do not record the attention mode they were trained with; assuming "
-            "rtc_prefix_attention=%s as configured.",
-            configured,
-        )
-    else:
-        code = int(policy.trained_prefix_attention)
-        if not 0 <= code < len(RTC_PREFIX_ATTENTIONS):
-            raise ValueError(
-                f"The checkpoint's `trained_prefix_attention` is {code}, not an index of "
-                f"{RTC_PREFIX_ATTENTIONS}: the checkpoint is corrupt. Load an intact checkpoint."
-            )
-        trained = RTC_PREFIX_ATTENTIONS[code]
-        if trained != configured:
-            raise ValueError(
-                f"These weights were trained with `rtc_prefix_attention={trained}`, but the policy is "
-                f"configured with `rtc_prefix_attention={configured}`: the observation tokens would attend "
-                "to other tokens than in training and every prediction would change. Load them with "
-                f"`--policy.rtc_prefix_attention={trained}` (or `rtc_prefix_attention='{trained}'` in the "
-                "config); to use the other mode, train a policy with it."
-            )

@@ -1,14 +1,30 @@
-"""The documentation: a short README front page, and long pages under docs/ whose relative links all resolve.
+"""The documentation: a short README front page, and long pages under docs/ whose links all resolve.
 
-The docs are not part of the wheel: they are read from the checkout, relative to this file.
+The README is also the project's page on PyPI, which resolves no relative link: it links the repository's
+files by absolute URL, each mapped back to the checkout here. The docs pages are read on GitHub and link
+each other relatively. The docs are not part of the wheel: they are read from the checkout, relative to
+this file.
 """
 
 import re
+from importlib.metadata import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 README_MAX_LINES = 250
+# The Source URL of pyproject.toml's [project.urls], as the installed metadata (and PyPI) carries it.
+REPOSITORY = next(
+    url.strip()
+    for label, _, url in (
+        entry.partition(",") for entry in metadata("lerobot_policy_act_rtc_alldelays").get_all("Project-URL")
+    )
+    if label == "Source"
+)
+# A file (`blob`) or folder (`tree`) of the default branch, with an optional anchor.
+REPOSITORY_LINK = re.compile(
+    rf"{re.escape(REPOSITORY)}/(?P<kind>blob|tree)/main/(?P<path>[^#]+)(?P<anchor>#.*)?"
+)
 
 FENCE = re.compile(r"^\s*(```|~~~)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -55,17 +71,46 @@ def heading_anchors(path: Path) -> set[str]:
     return anchors
 
 
-def relative_links(path: Path) -> list[str]:
-    """The targets of the file's markdown links that point inside the repository (no URL scheme)."""
+def link_targets(path: Path) -> list[str]:
+    """The targets of the file's markdown links."""
     targets = []
     for line in prose_lines(path):
         # Code spans are blanked, so that a link's code-formatted text still parses and a `[x](y)` inside
         # a code span is not a link.
-        for match in LINK.finditer(INLINE_CODE.sub("code", line)):
-            target = match.group(2)
-            if not SCHEME.match(target):
-                targets.append(target)
+        targets += [match.group(2) for match in LINK.finditer(INLINE_CODE.sub("code", line))]
     return targets
+
+
+def relative_links(path: Path) -> list[str]:
+    """The targets of the file's links without a URL scheme: into the repository, or the page itself."""
+    return [target for target in link_targets(path) if not SCHEME.match(target)]
+
+
+def repository_links(path: Path) -> list[str]:
+    """The targets of the file's links to the repository's URL."""
+    return [target for target in link_targets(path) if target.startswith(f"{REPOSITORY}/")]
+
+
+def checkout_target(url: str) -> str | None:
+    """A repository URL as the equivalent link of the README (at the checkout's root), or None for a URL
+    that names no file or folder of the default branch."""
+    match = REPOSITORY_LINK.fullmatch(url)
+    return match and match["path"] + (match["anchor"] or "")
+
+
+def broken_url_reason(url: str) -> str | None:
+    """Why a repository URL of the README names no file, folder or heading of the checkout, or None."""
+    target = checkout_target(url)
+    if target is None:
+        return "not a file (/blob/main/...) or folder (/tree/main/...) of the repository"
+    reason = broken_link_reason(README, target)
+    if reason:
+        return reason
+    # GitHub serves a file under /blob/ and a folder under /tree/.
+    kind = "tree" if (ROOT / target.partition("#")[0]).is_dir() else "blob"
+    if REPOSITORY_LINK.fullmatch(url)["kind"] != kind:
+        return f"{target} is a {'folder' if kind == 'tree' else 'file'}: GitHub serves it under /{kind}/"
+    return None
 
 
 def broken_link_reason(page: Path, target: str) -> str | None:
@@ -108,8 +153,22 @@ def test_every_relative_link_in_the_readme_and_docs_resolves_to_a_file_and_headi
     assert not broken, "broken links:\n" + "\n".join(broken)
 
 
+def test_the_readme_links_other_files_by_absolute_url_as_pypi_needs():
+    """PyPI would resolve `docs/x.md` against its own site: only links within the page may be relative."""
+    relative = [target for target in relative_links(README) if not target.startswith("#")]
+    assert not relative, f"relative links in README.md, broken on PyPI: {relative}"
+
+
+def test_every_repository_url_in_the_readme_resolves_to_a_file_and_heading_of_the_checkout():
+    urls = repository_links(README)
+    assert urls, f"no link to {REPOSITORY} in README.md: the link parser is broken"
+    broken = [f"({url}): {reason}" for url in urls if (reason := broken_url_reason(url))]
+    assert not broken, "broken links in README.md:\n" + "\n".join(broken)
+
+
 def test_every_docs_page_is_linked_from_the_readme():
-    linked = {(ROOT / target.partition("#")[0]).resolve() for target in relative_links(README)}
+    targets = [target for url in repository_links(README) if (target := checkout_target(url))]
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in targets}
     orphans = [
         str(page.relative_to(ROOT)) for page in documentation_pages()[1:] if page.resolve() not in linked
     ]

@@ -10,7 +10,6 @@ from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.utils.constants import OBS_ENV_STATE
 
 from lerobot_policy_act_rtc_alldelays.inference_inputs import model_observation
-from lerobot_policy_act_rtc_alldelays.tools.delay_sweep import set_inference_delay
 
 HALF_DTYPES = [torch.float16, torch.bfloat16]
 
@@ -209,11 +208,11 @@ def test_a_setting_broken_mid_episode_is_refused_before_the_next_chunk():
         policy.select_action(observation)
 
 
-@pytest.mark.parametrize("set_it", ["set_inference_delay", "assignment"])
+@pytest.mark.parametrize("set_it", ["set_inference_setting", "assignment"])
 def test_a_valid_setting_made_after_construction_is_used(set_it):
     policy = make_policy(chunk_size=5, n_action_steps=4, rtc_max_delay=3)
-    if set_it == "set_inference_delay":
-        set_inference_delay(policy.config, "prefix", 2)
+    if set_it == "set_inference_setting":
+        policy.config.set_inference_setting("prefix", 2)
     else:
         policy.config.rtc_inference_delay = 2
     delays = []

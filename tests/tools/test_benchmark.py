@@ -7,7 +7,9 @@ import pytest
 import torch
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 
-from lerobot_policy_act_rtc_alldelays.tools.benchmark import (
+from lerobot_policy_act_rtc_alldelays.tools.benchmark import cpu_memory, main
+from lerobot_policy_act_rtc_alldelays.tools.benchmark_delays import ONE_DELAY, STATE_ONLY
+from lerobot_policy_act_rtc_alldelays.tools.step_timing import (
     ACT,
     OFF,
     ON,
@@ -15,10 +17,7 @@ from lerobot_policy_act_rtc_alldelays.tools.benchmark import (
     SHARED,
     Settings,
     build_variant,
-    cpu_memory,
-    main,
 )
-from lerobot_policy_act_rtc_alldelays.tools.benchmark_delays import ONE_DELAY, STATE_ONLY
 
 TINY = Settings(
     backbone="resnet18",
