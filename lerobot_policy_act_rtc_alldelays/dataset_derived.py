@@ -8,6 +8,7 @@ re-derived when it did not (fine-tuning on other data).
 
 import logging
 
+import numpy as np
 import torch
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 from torch import Tensor, nn
@@ -61,6 +62,14 @@ def init_from_dataset(policy: nn.Module, dataset_meta) -> None:
         policy.action_loss_weight.copy_(
             action_weights_from_names(policy.config.action_loss_weights, dataset_meta.features[ACTION])
         )
+    init_from_columns(policy, columns)
+
+
+def init_from_columns(policy: nn.Module, columns: dict[str, np.ndarray]) -> None:
+    """Derives the relative-action statistics, the state token's statistics and their fingerprint from
+    every frame's `episode_index`, `observation.state` and `action` ([N] and [N, dim] arrays, frames in
+    dataset order, episodes contiguous): what `init_from_dataset` reads from a dataset's parquet files, or
+    what a tool has in memory."""
     stats_columns = [columns[k] for k in ("episode_index", OBS_STATE, ACTION) if k in columns]
     policy.stats_fingerprint.copy_(stats_fingerprint(stats_columns, policy.config.action_delta_indices))
     if policy.config.predict_relative_actions:

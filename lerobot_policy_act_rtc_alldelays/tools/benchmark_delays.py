@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from .benchmark import OFF, RTC_FIELDS, Clock, Settings, build_variant, time_interleaved
 from .policy_sizes import STATE_STUDY
 from .report import format_value, markdown_table, write_report
+from .step_timing import OFF, RTC_FIELDS, Clock, Settings, build_variant, time_interleaved
 
 ONE_DELAY = "one_delay"
 ATTENTIONS = ("full", "shared_observation")
@@ -41,7 +41,7 @@ STATE_ONLY = Settings(
     state_dim=4,
     env_state_dim=39,
     pre_norm=False,  # ACT's default, which the study keeps
-    predict_relative_actions=False,  # MetaWorld's actions are end-effector deltas
+    predict_relative_actions=True,  # the study's position targets, relative to the hand
     warmup=5,
     steps=40,
 )

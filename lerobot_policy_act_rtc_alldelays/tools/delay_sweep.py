@@ -3,7 +3,16 @@
 For one checkpoint (a `pretrained_model` folder), every valid (mode, delay) setting runs the same episodes
 (seeds `--seed`, `--seed + 1`, ...; keep them apart from the demonstration seeds) through LeRobot's own
 evaluation rollout (`lerobot.scripts.lerobot_eval.rollout`), with the checkpoint's processors and LeRobot's
-MetaWorld env: the policy sees exactly what `lerobot-eval` feeds it. `select_action` emulates the delay:
+MetaWorld env: the policy sees exactly what `lerobot-eval` feeds it. `--actions` names the action space the
+checkpoint was trained in (as `lerobot-eval` takes LIBERO's `--env.control_mode`, the env, not the
+checkpoint, says how an action is executed), the one `act-rtc-alldelays-metaworld-demos --actions`
+recorded:
+
+- `position` (the default): each env is wrapped in `metaworld_position.PositionTargets`, which turns the
+  policy's end-effector target into MetaWorld's delta from the hand in the env's latest observation;
+- `delta`: the actions go to LeRobot's env unchanged, as in `lerobot-eval`.
+
+`select_action` emulates the delay:
 
 - `prefix` (real-time chunking): the next chunk is conditioned on the `delay` actions still executing;
   valid for delays 0..rtc_max_delay.
@@ -15,25 +24,27 @@ Two measures per setting:
 - chunk-boundary discontinuity: the mean action jump `||a_t - a_{t-1}||` at the steps where a new chunk's
   first action executes, divided by the mean step-to-step change at all other steps (inside chunks). 1.0
   means chunk switches are as smooth as the motion itself; larger means the robot jerks at every switch.
-  Both means pool all episodes of the setting. Actions are measured as sent to the env (before the
-  env's own clipping to [-1, 1]).
+  Both means pool all episodes of the setting. Actions are measured as the policy sends them: position
+  targets, or deltas before the env's own clipping to [-1, 1].
 
 Writes `delay_sweep.json`, `delay_sweep.md` and `delay_sweep.png` (success and discontinuity vs delay,
 one line per mode) to `--output-dir`.
 """
 
 import argparse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
-from lerobot.envs.factory import make_env, make_env_pre_post_processors
+from lerobot.envs.factory import make_env_pre_post_processors
+from lerobot.envs.metaworld import create_metaworld_envs
 from lerobot.policies.factory import make_policy, make_pre_post_processors
 from lerobot.scripts.lerobot_eval import rollout
 from tqdm import tqdm
@@ -41,7 +52,13 @@ from tqdm import tqdm
 from ..configuration_act_relative_rtc import RTC_INFERENCE_MODES
 from . import report as report_writer
 from .continuity import chunk_switch_changes, discontinuity_ratio
-from .metaworld_demos import DEFAULT_TASK, default_to_headless_rendering, set_max_episode_steps
+from .metaworld_demos import (
+    DEFAULT_TASK,
+    default_to_headless_rendering,
+    set_max_episode_steps,
+    with_position_targets,
+)
+from .metaworld_position import ACTION_SPACES, check_action_space
 from .report import format_value, markdown_table
 
 DEFAULT_EVAL_SEED = 100_000  # far from the demonstration seeds (0, 1, ...)
@@ -58,15 +75,6 @@ class ChunkStartRecorder:
 
     def clear(self) -> None:
         self.chunk_starts.clear()
-
-
-def set_inference_delay(config: PreTrainedConfig, mode: str, delay: int) -> None:
-    """Sets the emulated delay and mode, validated by the config's own rules (ValueError if invalid; the
-    config is then left unchanged)."""
-    error = config.inference_setting_error(mode, delay)
-    if error is not None:
-        raise ValueError(error)
-    config.rtc_inference_mode, config.rtc_inference_delay = mode, delay
 
 
 def valid_delays(config: PreTrainedConfig, mode: str, candidates: Iterable[int] | None = None) -> list[int]:
@@ -101,7 +109,7 @@ def run_setting(
     progress: tqdm | None = None,
 ) -> SettingResult:
     """Runs one episode per seed at one (mode, delay) and aggregates the two measures."""
-    set_inference_delay(policy.config, mode, delay)
+    policy.config.set_inference_setting(mode, delay)
     env_preprocessor, env_postprocessor, preprocessor, postprocessor = processors
     episodes, all_jumps, all_inside = [], [], []
     for seed in seeds:
@@ -144,6 +152,21 @@ def run_setting(
     )
 
 
+def make_sweep_env(env_cfg: MetaworldEnvConfig, actions: str) -> gym.vector.SyncVectorEnv:
+    """One env of `env_cfg`'s task in a vector env, for `rollout`. LeRobot's `make_env` builds it, in 0.4.4
+    and 0.6.1 alike, with `create_metaworld_envs(..., env_cls=SyncVectorEnv)`; this calls that factory the
+    same way, except that under position targets the `env_cls` hook wraps each env in `PositionTargets`."""
+    check_action_space(actions)
+
+    def vector_env(factories: list[Callable[[], gym.Env]]) -> gym.vector.SyncVectorEnv:
+        if actions == "position":
+            factories = [lambda make=make: with_position_targets(make()) for make in factories]
+        return gym.vector.SyncVectorEnv(factories)
+
+    envs = create_metaworld_envs(env_cfg.task, n_envs=1, gym_kwargs=env_cfg.gym_kwargs, env_cls=vector_env)
+    return next(iter(next(iter(envs.values())).values()))
+
+
 def run_sweep(
     checkpoint: str | Path,
     task: str = DEFAULT_TASK,
@@ -153,9 +176,12 @@ def run_sweep(
     modes: Sequence[str] = RTC_INFERENCE_MODES,
     delays: Iterable[int] | None = None,
     device: str = "cpu",
+    actions: str = "position",
 ) -> dict[str, Any]:
-    """Evaluates `checkpoint` at every valid (mode, delay). `delays` restricts the candidates (default:
-    every delay each mode accepts). Returns the JSON-ready report."""
+    """Evaluates `checkpoint`, trained on `actions` (`ACTION_SPACES`), at every valid (mode, delay).
+    `delays` restricts the candidates (default: every delay each mode accepts). Returns the JSON-ready
+    report."""
+    check_action_space(actions)
     checkpoint = str(checkpoint)
     env_cfg = MetaworldEnvConfig(task=task)
     policy_cfg = PreTrainedConfig.from_pretrained(checkpoint)
@@ -182,10 +208,10 @@ def run_sweep(
     )
     recorder = ChunkStartRecorder(policy)
     default_to_headless_rendering()
-    envs = make_env(env_cfg, n_envs=1)
-    env = next(iter(next(iter(envs.values())).values()))
-    # rollout() runs up to the env's own limit (MetaWorld's 500); cap it for a shorter sweep.
-    env_limit = set_max_episode_steps(env.envs[0], max_steps)
+    env = make_sweep_env(env_cfg, actions)
+    # rollout() runs up to the env's own limit (MetaWorld's 500); cap it for a shorter sweep. The limit is
+    # LeRobot's env's attribute (`unwrapped`), which rollout reads through any wrapper.
+    env_limit = set_max_episode_steps(env.envs[0].unwrapped, max_steps)
 
     seeds = list(range(seed, seed + n_episodes))
     results = []
@@ -201,6 +227,7 @@ def run_sweep(
     return {
         "checkpoint": checkpoint,
         "task": task,
+        "actions": actions,
         "seeds": seeds,
         "max_steps": env_limit,
         "chunk_size": config.chunk_size,
@@ -219,7 +246,8 @@ def format_setting(result: SettingResult) -> str:
 
 def sweep_markdown(report: dict[str, Any]) -> str:
     header = (
-        f"Delay sweep of `{report['checkpoint']}` on `{report['task']}`: {len(report['seeds'])} episodes "
+        f"Delay sweep of `{report['checkpoint']}` on `{report['task']}` ({report['actions']} actions): "
+        f"{len(report['seeds'])} episodes "
         f"per setting (seeds {report['seeds'][0]}..{report['seeds'][-1]}, at most {report['max_steps']} "
         f"steps), chunk_size {report['chunk_size']}, n_action_steps {report['n_action_steps']}, "
         f"rtc_max_delay {report['rtc_max_delay']}."
@@ -308,6 +336,12 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated candidate delays, e.g. 0,2,4,8 (default: all valid per mode)",
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--actions",
+        choices=ACTION_SPACES,
+        default="position",
+        help="the action space the checkpoint was trained in (the dataset's: target_* names are position)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("delay_sweep_out"))
     args = parser.parse_args(argv)
     report = run_sweep(
@@ -319,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         args.modes,
         args.delays,
         args.device,
+        args.actions,
     )
     print(write_report(report, args.output_dir))
     print(f"Wrote delay_sweep.json, .md and .png to {args.output_dir}")

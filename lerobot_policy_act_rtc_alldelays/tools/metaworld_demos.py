@@ -6,8 +6,19 @@ preprocessor applies at evaluation: with `--policy.downscale_img_square` equal t
 training and evaluation see the same pixels. The only difference is that storage quantizes the resized
 image to uint8 (at most 0.5/255 per pixel), whereas evaluation feeds the float result.
 
-Actions are MetaWorld's end-effector deltas and gripper effort (not joint targets), clipped to the action
-space [-1, 1] as the environment clips them; train on them with `--policy.predict_relative_actions=false`.
+Actions come in one of two spaces (`metaworld_position.ACTION_SPACES`), named in the dataset's action
+names (`ACTION_NAMES`):
+- `position` (the default): the absolute end-effector target [target_x, target_y, target_z] (m) that the
+  expert's delta commands (`metaworld_position`), and the gripper command, as a robot arm like the
+  SO-101 records position targets. They are in the state's space (hand xyz, gripper opening), so train on
+  them with relative actions (`--policy.predict_relative_actions=true`, the default), and evaluate with
+  each env wrapped in `metaworld_position.PositionTargets` (`act-rtc-alldelays-delay-sweep --actions
+  position`): plain `lerobot-eval` would execute the targets as deltas.
+- `delta`: MetaWorld's native end-effector deltas and gripper effort, clipped to the action space [-1, 1] as
+  the environment clips them; they are not in the state's space, so train on them with
+  `--policy.predict_relative_actions=false`.
+The expert's own delta is executed in both, so both record the same episodes.
+
 Only episodes where the expert succeeds are kept. An episode ends at the success step: LeRobot's
 `MetaworldEnv` resets itself there, and `lerobot-eval` ends the episode there too.
 
@@ -32,12 +43,22 @@ from tqdm import tqdm
 
 from ..image_resize import pad_to_square_and_resize
 from .dataset_writer import write_dataset
+from .metaworld_position import (
+    ACTION_SPACES,
+    PositionTargets,
+    check_action_space,
+    commanded_position,
+    position_target,
+)
 
 DEFAULT_TASK = "button-press-topdown-v3"
 IMAGE_KEY = "observation.image"  # where LeRobot's metaworld features_map puts "pixels/top"
 STATE_KEY = "observation.state"  # ... and "agent_pos"
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper_distance"]
-ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper_effort"]
+ACTION_NAMES = {
+    "position": ["target_x", "target_y", "target_z", "gripper"],
+    "delta": ["delta_x", "delta_y", "delta_z", "gripper_effort"],
+}
 
 
 class RawObservationRecorder:
@@ -110,6 +131,11 @@ def set_max_episode_steps(env: gym.Env, max_steps: int) -> int:
     return env._max_episode_steps
 
 
+def with_position_targets(env: MetaworldEnv) -> PositionTargets:
+    """LeRobot's MetaWorld `env` driven by position targets instead of deltas."""
+    return PositionTargets(env, lerobot_mujoco_env(env))
+
+
 def make_expert_env(task: str) -> MetaworldEnv:
     """LeRobot's MetaWorld env with the settings of its `--env.type=metaworld` config (pixels + agent_pos),
     its MuJoCo env wrapped in a `RawObservationRecorder` for the expert."""
@@ -130,7 +156,8 @@ def frame_for_dataset(frame: np.ndarray, size: int) -> np.ndarray:
     return (resized * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def dataset_features(image_size: int) -> dict[str, dict]:
+def dataset_features(image_size: int, actions: str) -> dict[str, dict]:
+    action_names = ACTION_NAMES[actions]
     return {
         IMAGE_KEY: {
             "dtype": "image",
@@ -138,15 +165,16 @@ def dataset_features(image_size: int) -> dict[str, dict]:
             "names": ["height", "width", "channels"],
         },
         STATE_KEY: {"dtype": "float32", "shape": (len(STATE_NAMES),), "names": STATE_NAMES},
-        "action": {"dtype": "float32", "shape": (len(ACTION_NAMES),), "names": ACTION_NAMES},
+        "action": {"dtype": "float32", "shape": (len(action_names),), "names": action_names},
     }
 
 
 def run_expert_episode(
-    env: MetaworldEnv, seed: int, image_size: int, max_steps: int
+    env: MetaworldEnv, seed: int, image_size: int, max_steps: int, actions: str = "position"
 ) -> tuple[list[dict[str, Any]], bool]:
     """Runs the scripted expert for one episode in an env from `make_expert_env`. Returns the frames to
-    store and whether the expert succeeded."""
+    store, with actions in the `actions` space, and whether the expert succeeded."""
+    check_action_space(actions)
     recorder = lerobot_mujoco_env(env)
     np.random.seed(seed)  # MetaWorld draws the object positions from NumPy's global generator
     observation, _ = env.reset(seed=seed)
@@ -157,14 +185,20 @@ def run_expert_episode(
             warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
             expert_action = env.expert_policy.get_action(recorder.last_observation)
         action = np.clip(expert_action, -1.0, 1.0).astype(np.float32)
+        if actions == "position":
+            stored = position_target(commanded_position(recorder), action, recorder.action_scale)
+        else:
+            stored = action
         frames.append(
             {
                 IMAGE_KEY: frame_for_dataset(observation["pixels"], image_size),
                 STATE_KEY: observation["agent_pos"].astype(np.float32),
-                "action": action,
+                "action": stored,
                 "task": env.task_description,
             }
         )
+        # The expert's delta itself, not the stored target converted back: the env moves exactly as the
+        # expert moves it, whatever float32 storage rounds off the target.
         observation, _, terminated, truncated, info = env.step(action)
         if info["is_success"]:
             return frames, True
@@ -183,10 +217,13 @@ def make_metaworld_dataset(
     repo_id: str | None = None,
     keep_failed: bool = False,
     max_attempts: int | None = None,
+    actions: str = "position",
 ) -> LeRobotDataset:
     """Writes `n_episodes` successful expert episodes under `root` (which must not exist) and returns the
     dataset. Episode `i` of the attempts uses seed `seed + i`; failed attempts are skipped (kept only with
-    `keep_failed`, for tests), up to `max_attempts` (default `2 * n_episodes`)."""
+    `keep_failed`, for tests), up to `max_attempts` (default `2 * n_episodes`). `actions`: the action space
+    stored (`ACTION_SPACES`, see the module docstring)."""
+    check_action_space(actions)
     max_attempts = 2 * n_episodes if max_attempts is None else max_attempts
     env = make_expert_env(task)
     kept = 0
@@ -198,7 +235,7 @@ def make_metaworld_dataset(
             for attempt in range(max_attempts):
                 if kept == n_episodes:
                     return
-                frames, success = run_expert_episode(env, seed + attempt, image_size, max_steps)
+                frames, success = run_expert_episode(env, seed + attempt, image_size, max_steps, actions)
                 if not (success or keep_failed):
                     progress.write(f"seed {seed + attempt}: no expert success in {max_steps} steps, skipped")
                     continue
@@ -211,7 +248,12 @@ def make_metaworld_dataset(
 
     fps = MetaworldEnvConfig(task=task).fps
     dataset = write_dataset(
-        root, repo_id or f"local/metaworld_{task}", fps, dataset_features(image_size), "sawyer", episodes()
+        root,
+        repo_id or f"local/metaworld_{task}",
+        fps,
+        dataset_features(image_size, actions),
+        "sawyer",
+        episodes(),
     )
     if kept < n_episodes:
         raise RuntimeError(
@@ -236,6 +278,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (then +1 each)")
     parser.add_argument("--max-attempts", type=int, default=None, help="default: 2 x episodes")
     parser.add_argument("--repo-id", default=None, help="default: local/metaworld_<task>")
+    parser.add_argument(
+        "--actions",
+        choices=ACTION_SPACES,
+        default="position",
+        help="position: end-effector targets (train with relative actions); delta: MetaWorld's native deltas",
+    )
     args = parser.parse_args(argv)
     dataset = make_metaworld_dataset(
         args.root,
@@ -246,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         repo_id=args.repo_id,
         max_attempts=args.max_attempts,
+        actions=args.actions,
     )
     print(
         f"Wrote {dataset.meta.total_episodes} episodes ({dataset.meta.total_frames} frames) of {args.task} "

@@ -15,13 +15,29 @@ An episode ends at the success step (as in LeRobot's env) or after `max_steps`.
 Object positions are drawn from the env's own generator seeded by `reset(seed=...)` (MetaWorld's
 `seeded_rand_vec`, which LeRobot 0.6 also sets), so a seed gives the same scene in every LeRobot release.
 
+Actions come in one of two spaces (`ACTION_SPACES`):
+- `position` (the default): an absolute end-effector target (hand xyz, m) and the gripper command, as an arm
+  like the SO-101 is driven by position targets. Each step the env turns the target into MetaWorld's delta
+  from the hand's commanded position, clipped to [-1, 1]: the command moves toward the target by at most
+  `action_scale` (1 cm) a step, as a position controller saturates, and the hand follows it (see
+  `metaworld_position`).
+- `delta`: MetaWorld's native action, end-effector deltas in [-1, 1] (the project's first studies).
+
+The gripper command is MetaWorld's finger actuator command in [-1, 1] (-1 closes, +1 opens), recorded as
+the expert gives it in both spaces: MetaWorld's fingers are position-servoed, so this command is the
+gripper's goal, as an SO-101 dataset records the gripper's goal position beside the arm's. With relative
+actions on, the policy subtracts every state dimension from the action dimension of the same index, the
+gripper's too (goal minus measured opening, as for an SO-101's gripper joint); the subtraction is undone
+exactly at inference, and the relative-action statistics absorb that the opening is in other units.
+
 Demonstrations (`record_demos`) come from MetaWorld's scripted expert, either as is (`unimodal`) or with a
 detour first (`multimodal`): the hand goes through a via-point left or right of the straight path to the
 object, the side drawn at random per episode, and the expert takes over from there. Both sides are
 successful ways of doing the task that an observation at the start cannot tell apart. In `noisy` demos the
 expert's clean action is recorded but executed with Gaussian noise, as in the simulated benchmarks of the
 real-time chunking papers: the states then contain recoveries that the recorded actions before them do not
-predict.
+predict. Under position targets the demonstrations record the target that the expert's delta commands;
+with execution noise, the clean target is recorded and the noisy one executed.
 """
 
 import warnings
@@ -37,10 +53,17 @@ from lerobot.envs.metaworld import MetaworldEnv
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 
 from .metaworld_demos import lerobot_mujoco_env, set_max_episode_steps
+from .metaworld_position import (
+    check_action_space,
+    commanded_position,
+    delta_toward,
+    position_action_space,
+    position_target,
+)
 
 AGENT_POS_DIM = 4  # hand xyz + gripper opening: LeRobot's `agent_pos`
 ENV_STATE_DIM = 39  # MetaWorld's full observation
-ACTION_DIM = 4  # end-effector deltas + gripper effort, in [-1, 1]
+ACTION_DIM = 4  # hand xyz target (or delta) + gripper command
 DEMO_CONDITIONS = ("unimodal", "multimodal", "noisy")
 NOISY_EXECUTION_STD = 0.2  # 0.1 of the [-1, 1] action range
 
@@ -63,12 +86,15 @@ def state_features() -> tuple[dict[str, PolicyFeature], dict[str, PolicyFeature]
 
 
 class MetaworldStateEnv(gym.Env):
-    """One MetaWorld task with state observations and no rendering (see the module docstring)."""
+    """One MetaWorld task with state observations and no rendering, driven by position targets or by
+    MetaWorld's deltas (see the module docstring)."""
 
     metadata = {"render_modes": [], "render_fps": 80}
 
-    def __init__(self, task: str, max_steps: int = 200):
+    def __init__(self, task: str, max_steps: int = 200, actions: str = "position"):
         super().__init__()
+        check_action_space(actions)
+        self.actions = actions
         lerobot_env = MetaworldEnv(task=task, **MetaworldEnvConfig(task=task).gym_kwargs)
         self.mujoco_env = lerobot_mujoco_env(lerobot_env)
         self.mujoco_env.seeded_rand_vec = True  # scenes drawn from the env's generator, seeded at reset
@@ -82,7 +108,10 @@ class MetaworldStateEnv(gym.Env):
                 "environment_state": spaces.Box(-np.inf, np.inf, (ENV_STATE_DIM,), np.float64),
             }
         )
-        self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        if actions == "position":
+            self.action_space = position_action_space()
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
         self.raw_observation: np.ndarray | None = None
 
     def _observation(self, raw: np.ndarray) -> dict[str, np.ndarray]:
@@ -96,8 +125,21 @@ class MetaworldStateEnv(gym.Env):
         raw, _ = self.mujoco_env.reset()
         return self._observation(raw), {"is_success": False}
 
+    @property
+    def commanded(self) -> np.ndarray:
+        """The hand's commanded position [3] (see `metaworld_position`)."""
+        return commanded_position(self.mujoco_env)
+
+    @property
+    def action_scale(self) -> float:
+        """Metres per unit of MetaWorld's delta action."""
+        return float(self.mujoco_env.action_scale)
+
     def step(self, action: np.ndarray):
-        action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+        if self.actions == "position":
+            action = delta_toward(self.commanded, np.asarray(action), self.action_scale)
+        else:
+            action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
         raw, reward, done, truncated, info = self.mujoco_env.step(action)
         is_success = bool(info.get("success", 0))
         terminated = bool(done) or is_success
@@ -108,7 +150,7 @@ class MetaworldStateEnv(gym.Env):
         return self._observation(raw), float(reward), terminated, bool(truncated), info
 
     def expert_action(self) -> np.ndarray:
-        """MetaWorld's scripted expert at the current state, clipped to the action space."""
+        """MetaWorld's scripted expert's delta action at the current state, clipped to [-1, 1]."""
         with warnings.catch_warnings():
             # The experts saturate their gains on purpose and warn about it at every call.
             warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
@@ -119,11 +161,15 @@ class MetaworldStateEnv(gym.Env):
         self.mujoco_env.close()
 
 
-def make_state_vector_env(task: str, n_envs: int, max_steps: int = 200) -> gym.vector.SyncVectorEnv:
+def make_state_vector_env(
+    task: str, n_envs: int, max_steps: int = 200, actions: str = "position"
+) -> gym.vector.SyncVectorEnv:
     """`n_envs` state envs of `task`, stepped in this process, for LeRobot's `rollout`."""
     if n_envs <= 0:
         raise ValueError(f"n_envs must be a positive number of parallel episodes, got {n_envs}.")
-    return gym.vector.SyncVectorEnv([lambda: MetaworldStateEnv(task, max_steps) for _ in range(n_envs)])
+    return gym.vector.SyncVectorEnv(
+        [lambda: MetaworldStateEnv(task, max_steps, actions) for _ in range(n_envs)]
+    )
 
 
 @dataclass
@@ -134,7 +180,7 @@ class Demo:
     mode: int  # 0: the expert as is; -1 / +1: detour to the left / right of the straight path
     state: np.ndarray  # [T, 4]
     env_state: np.ndarray  # [T, 39]
-    action: np.ndarray  # [T, 4]
+    action: np.ndarray  # [T, 4], in the env's action space
     success: bool
 
     @property
@@ -155,9 +201,9 @@ def via_point(raw: np.ndarray, side: int) -> np.ndarray:
 def run_demo(
     env: MetaworldStateEnv, seed: int, mode: int, max_steps: int, execution_noise: float = 0.0
 ) -> Demo:
-    """One demonstration in `env`, ending at the success step or after `max_steps`. With
-    `execution_noise`, the recorded action is executed plus Gaussian noise of that std (from a generator
-    seeded by `seed`), clipped to the action space."""
+    """One demonstration in `env`, ending at the success step or after `max_steps`, in the env's action
+    space. With `execution_noise`, the recorded action is executed plus Gaussian noise of that std (from a
+    generator seeded by `seed`) on MetaWorld's delta, clipped to [-1, 1]."""
     noise_rng = np.random.default_rng(seed)
     observation, _ = env.reset(seed=seed)
     via = via_point(env.raw_observation, mode) if mode else None
@@ -170,12 +216,16 @@ def run_demo(
         else:
             via = None  # reached (or out of time): the expert takes over for the rest of the episode
             action = env.expert_action()
+        executed = action
+        if execution_noise:
+            executed = np.clip(action + noise_rng.normal(0.0, execution_noise, action.shape), -1.0, 1.0)
+        if env.actions == "position":
+            action = position_target(env.commanded, action, env.action_scale)
+            executed = position_target(env.commanded, executed, env.action_scale)
         states.append(observation["agent_pos"])
         env_states.append(observation["environment_state"])
         actions.append(action)
-        if execution_noise:
-            action = np.clip(action + noise_rng.normal(0.0, execution_noise, action.shape), -1.0, 1.0)
-        observation, _, terminated, truncated, info = env.step(action)
+        observation, _, terminated, truncated, info = env.step(executed)
         if info["is_success"]:
             success = True
             break
@@ -198,14 +248,16 @@ def record_demos(
     first_seed: int = 0,
     max_steps: int = 200,
     max_attempts: int | None = None,
+    actions: str = "position",
 ) -> list[Demo]:
     """`n_episodes` successful demonstrations with seeds `first_seed`, `first_seed + 1`, ... (failed attempts
     are skipped, up to `max_attempts`, default 2 * n_episodes). In `multimodal` demos each seed also draws
-    the detour side; in `noisy` demos it seeds the execution noise."""
+    the detour side; in `noisy` demos it seeds the execution noise. `actions`: the action space recorded
+    (`ACTION_SPACES`)."""
     if demos not in DEMO_CONDITIONS:
         raise ValueError(f"demos must be one of {DEMO_CONDITIONS}, got '{demos}'.")
     max_attempts = 2 * n_episodes if max_attempts is None else max_attempts
-    env = MetaworldStateEnv(task, max_steps)
+    env = MetaworldStateEnv(task, max_steps, actions)
     kept: list[Demo] = []
     try:
         for seed in range(first_seed, first_seed + max_attempts):

@@ -10,52 +10,71 @@ pytest.importorskip("metaworld")  # the `metaworld` extra; the modules below imp
 
 from conftest import make_batch, make_policy, tiny_config  # noqa: E402
 from lerobot.configs.types import FeatureType, PolicyFeature  # noqa: E402
+from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig  # noqa: E402
+from lerobot.envs.metaworld import MetaworldEnv  # noqa: E402
 
 from lerobot_policy_act_rtc_alldelays import (  # noqa: E402
+    ACTRelativeRTCAllDelaysConfig,
     ACTRelativeRTCAllDelaysPolicy,
     make_act_relative_rtc_alldelays_pre_post_processors,
     pad_to_square_and_resize,
 )
+from lerobot_policy_act_rtc_alldelays.dataset_derived import init_from_dataset  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.delay_sweep import (  # noqa: E402
     ChunkStartRecorder,
     chunk_switch_changes,
     discontinuity_ratio,
+    make_sweep_env,
     run_sweep,
     valid_delays,
     write_report,
 )
-from lerobot_policy_act_rtc_alldelays.tools.main_job import train_arguments  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.main_job import parse_arguments, train_arguments  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.metaworld_demos import (  # noqa: E402
+    ACTION_NAMES,
+    DEFAULT_TASK,
     IMAGE_KEY,
     STATE_KEY,
     make_expert_env,
     make_metaworld_dataset,
 )
+from lerobot_policy_act_rtc_alldelays.tools.metaworld_position import PositionTargets  # noqa: E402
 
 IMAGE_SIZE = 32
 SEED = 7
+DEMO_STEPS = 4
+
+
+def record_demo(root, actions: str):
+    """One expert episode cut at `DEMO_STEPS` steps (kept although unsuccessful), 32 px images."""
+    return make_metaworld_dataset(
+        root,
+        n_episodes=1,
+        image_size=IMAGE_SIZE,
+        max_steps=DEMO_STEPS,
+        seed=SEED,
+        keep_failed=True,
+        actions=actions,
+    )
 
 
 @pytest.fixture(scope="module")
 def demo_dataset(tmp_path_factory):
-    """One expert episode cut at 4 steps (kept although unsuccessful), 32 px images."""
-    return make_metaworld_dataset(
-        tmp_path_factory.mktemp("metaworld") / "demos",
-        n_episodes=1,
-        image_size=IMAGE_SIZE,
-        max_steps=4,
-        seed=SEED,
-        keep_failed=True,
-    )
+    """The demonstration in the default action space, position targets."""
+    return record_demo(tmp_path_factory.mktemp("metaworld") / "demos", "position")
+
+
+@pytest.fixture(scope="module")
+def delta_demo_dataset(tmp_path_factory):
+    return record_demo(tmp_path_factory.mktemp("metaworld") / "delta_demos", "delta")
 
 
 def test_stored_pixels_are_the_preprocessor_resize_of_the_rendered_frame(demo_dataset):
     assert demo_dataset.meta.features[IMAGE_KEY]["shape"] == (IMAGE_SIZE, IMAGE_SIZE, 3)
-    assert demo_dataset.meta.total_frames == 4
+    assert demo_dataset.meta.total_frames == DEMO_STEPS
     first = demo_dataset[0]
     assert first[IMAGE_KEY].shape == (3, IMAGE_SIZE, IMAGE_SIZE)
     assert first[STATE_KEY].shape == (4,) and first["action"].shape == (4,)
-    assert first["action"].abs().max() <= 1.0
 
     # The same seed renders the same first frame; evaluation resizes it as float, storage rounds to uint8.
     env = make_expert_env("button-press-topdown-v3")
@@ -68,6 +87,34 @@ def test_stored_pixels_are_the_preprocessor_resize_of_the_rendered_frame(demo_da
     expected = pad_to_square_and_resize(frame, IMAGE_SIZE)
     assert (first[IMAGE_KEY] - expected).abs().max() <= 0.5 / 255 + 1e-6
     torch.testing.assert_close(first[STATE_KEY], torch.from_numpy(observation["agent_pos"]).float())
+
+
+# Replayed through LeRobot's env, the stored actions must drive it through the stored states. Deltas are
+# stored as executed (float32), so their replay is exact up to the float32 states. A position target is
+# rounded to float32 on storage: ~3e-8 m at the hand's coordinates (< 1 m), which changes the replayed
+# delta by at most that much per step (measured: states within 3e-8 m over 12 steps); 1e-6 m leaves room
+# for MuJoCo to propagate it and is still far below one step's motion (action_scale = 1 cm).
+@pytest.mark.parametrize(("actions", "atol"), [("position", 1e-6), ("delta", 1e-7)])
+def test_replaying_the_stored_actions_in_the_sweep_env_reproduces_the_demo(actions, atol, request):
+    dataset = request.getfixturevalue("demo_dataset" if actions == "position" else "delta_demo_dataset")
+    assert dataset.meta.features["action"]["names"] == ACTION_NAMES[actions]
+    frames = [dataset[i] for i in range(DEMO_STEPS)]
+    states = np.stack([f[STATE_KEY].numpy() for f in frames])
+    stored = np.stack([f["action"].numpy() for f in frames])
+    env = make_sweep_env(MetaworldEnvConfig(task=DEFAULT_TASK), actions)
+    try:
+        assert isinstance(env.envs[0], PositionTargets if actions == "position" else MetaworldEnv)
+        # LeRobot 0.4.4's rollout passes the task on only if the env has these attributes.
+        assert hasattr(env.envs[0], "task_description") and hasattr(env.envs[0], "task")
+        if actions == "position":  # each target is the last one (the command) moved by one step of <= 1 cm
+            assert np.abs(np.diff(stored[:, :3], axis=0)).max() <= 0.01 + 1e-6
+        np.random.seed(SEED)  # the scene, as the recording drew it
+        observation, _ = env.reset(seed=[SEED])
+        for state, action in zip(states, stored, strict=True):
+            np.testing.assert_allclose(observation["agent_pos"][0], state, rtol=0, atol=atol)
+            observation, *_ = env.step(action[None])
+    finally:
+        env.close()
 
 
 def test_discontinuity_of_a_hand_made_action_sequence():
@@ -108,14 +155,14 @@ def test_valid_delays_follow_the_config_rules():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(demo_dataset, tmp_path_factory):
-    """An untrained tiny policy saved like lerobot-train saves it (config, weights, both processors)."""
+    """An untrained tiny policy saved like lerobot-train saves it (config, weights with the dataset's
+    relative-action statistics, both processors), with relative actions as the main job trains it."""
     config = tiny_config(
         input_features={
             IMAGE_KEY: PolicyFeature(type=FeatureType.VISUAL, shape=(3, IMAGE_SIZE, IMAGE_SIZE)),
             STATE_KEY: PolicyFeature(type=FeatureType.STATE, shape=(4,)),
         },
         output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(4,))},
-        predict_relative_actions=False,
         downscale_img_square=IMAGE_SIZE,
         chunk_size=4,
         n_action_steps=2,
@@ -123,6 +170,7 @@ def tiny_checkpoint(demo_dataset, tmp_path_factory):
     )
     torch.manual_seed(0)
     policy = ACTRelativeRTCAllDelaysPolicy(config)
+    init_from_dataset(policy, demo_dataset.meta)  # what make_policy does with the dataset in lerobot-train
     preprocessor, postprocessor = make_act_relative_rtc_alldelays_pre_post_processors(
         config, demo_dataset.meta.stats
     )
@@ -134,6 +182,7 @@ def tiny_checkpoint(demo_dataset, tmp_path_factory):
 
 def test_delay_sweep_writes_both_measures_per_mode_and_delay(tiny_checkpoint, tmp_path):
     report = run_sweep(tiny_checkpoint, n_episodes=1, max_steps=5, delays=[0, 1, 2])
+    assert report["actions"] == "position"
     # prefix: delays 0..rtc_max_delay=1; discard: delay < n_action_steps=2 (delay 2 is invalid for both).
     assert [(r["mode"], r["delay"]) for r in report["results"]] == [
         ("prefix", 0),
@@ -160,9 +209,20 @@ def test_main_job_overrides_replace_the_lerobot_train_defaults(demo_dataset, tmp
     )
     assert {"--steps=10", "--save_freq=10", "--policy.dim_model=64"} <= set(arguments)
     assert not any(a.startswith("--policy.dim_model=128") for a in arguments)
-    assert {"--policy.predict_relative_actions=false", f"--policy.downscale_img_square={IMAGE_SIZE}"} <= set(
-        arguments
-    )
+    assert f"--policy.downscale_img_square={IMAGE_SIZE}" in arguments
     assert f"--dataset.root={demo_dataset.meta.root}" in arguments
     with pytest.raises(ValueError, match="--key=value"):
         train_arguments(demo_dataset, tmp_path / "train", IMAGE_SIZE, ["--steps", "10"])
+
+
+@pytest.mark.parametrize(("argv", "relative"), [([], True), (["--actions", "delta"], False)])
+def test_main_job_trains_relative_actions_by_default_and_absolute_deltas_on_request(
+    argv, relative, demo_dataset, tmp_path
+):
+    args, overrides = parse_arguments([*argv, "--steps=10"])
+    assert args.actions == ("position" if relative else "delta") and overrides == ["--steps=10"]
+    arguments = train_arguments(demo_dataset, tmp_path / "train", IMAGE_SIZE, overrides, args.actions)
+    flags = [a for a in arguments if a.startswith("--policy.predict_relative_actions=")]
+    # Position targets leave the flag to the policy's default, which is relative actions.
+    assert flags == ([] if relative else ["--policy.predict_relative_actions=false"])
+    assert ACTRelativeRTCAllDelaysConfig().predict_relative_actions

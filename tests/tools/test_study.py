@@ -21,6 +21,10 @@ from lerobot_policy_act_rtc_alldelays.tools.metaworld_demos import (  # noqa: E4
     lerobot_mujoco_env,
     set_max_episode_steps,
 )
+from lerobot_policy_act_rtc_alldelays.tools.metaworld_position import (  # noqa: E402
+    delta_toward,
+    position_target,
+)
 from lerobot_policy_act_rtc_alldelays.tools.metaworld_state import (  # noqa: E402
     ENV_STATE_DIM,
     NOISY_EXECUTION_STD,
@@ -47,14 +51,19 @@ from lerobot_policy_act_rtc_alldelays.tools.study.settings import quick_settings
 from lerobot_policy_act_rtc_alldelays.tools.study.statistics import (  # noqa: E402
     CELL_KEYS,
     DIAGNOSTIC_KEYS,
+    not_worse,
+    seed_bootstrap_interval,
+    summarize,
     wilson_interval,
 )
+from lerobot_policy_act_rtc_alldelays.tools.study.task_scan import qualifying_budgets, study_tasks  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.training import (  # noqa: E402
     Trainer,
     policy_config,
     training_runs,
 )
 from lerobot_policy_act_rtc_alldelays.tools.study.variants import VARIANTS, variant_overrides  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.verdicts import judged_budgets, verdict_rows  # noqa: E402
 
 TASK = "pick-out-of-hole-v3"  # its expert goes straight to the object: detours are easy to tell apart
 
@@ -118,8 +127,9 @@ def test_command_line_takes_a_budget_scan_and_a_time_reference():
     assert settings.reference == "on" and settings.reference_steps == 600
     assert list(settings.variants) == ["act", "on", "k2"]
     defaults = parse_args([])
-    assert list(defaults.variants) == ["act", "on", "state", "dropout", "noise", "k2", "default"]
+    assert list(defaults.variants) == ["act", "absolute", "default"] and defaults.actions == "position"
     assert list(defaults.demos) == ["unimodal", "noisy"] and defaults.reference == "default"
+    assert list(defaults.tasks) == ["sweep-v3", "handle-pull-v3"]  # the task scan's picks
 
 
 def test_every_step_count_is_a_run_and_equal_time_reuses_the_run_of_its_steps(tmp_path):
@@ -127,7 +137,10 @@ def test_every_step_count_is_a_run_and_equal_time_reuses_the_run_of_its_steps(tm
     assert training_runs(settings, 8) == [
         (4, [("equal_steps", 4)]), (8, [("equal_steps", 8), ("equal_time", 4)])
     ]
-    assert training_runs(settings, 5)[-1] == (5, [("equal_time", 4)])
+    # Ascending, so that a longer run continues the shorter one's training.
+    assert training_runs(settings, 5) == [
+        (4, [("equal_steps", 4)]), (5, [("equal_time", 4)]), (8, [("equal_steps", 8)])
+    ]
     assert training_runs(replace(settings, equal_time=False), 8) == [
         (4, [("equal_steps", 4)]), (8, [("equal_steps", 8)])
     ]
@@ -154,7 +167,8 @@ def test_lerobot_metaworld_internals_still_hold_the_mujoco_env():
         def select_action(self, batch):
             return torch.zeros(batch[OBS_STATE].shape[0], 4)
 
-    vector_env = make_vector_env(TASK, n_envs=2, max_steps=3)  # through set_max_episode_steps
+    # Through set_max_episode_steps; zero deltas: the hand stays.
+    vector_env = make_vector_env(TASK, n_envs=2, max_steps=3, actions="delta")
     try:
         identity = [lambda data: data] * 4  # env and policy processors: nothing to transform here
         result = rollout(vector_env, Zero(), *identity, seeds=[0, 1])
@@ -164,7 +178,7 @@ def test_lerobot_metaworld_internals_still_hold_the_mujoco_env():
 
 
 def test_state_env_observes_lerobots_agent_pos_and_metaworlds_full_state_without_pixels():
-    env = MetaworldStateEnv(TASK, max_steps=50)
+    env = MetaworldStateEnv(TASK, max_steps=50, actions="delta")
     try:
         first, info = env.reset(seed=3)
         again, _ = env.reset(seed=3)
@@ -201,7 +215,7 @@ def test_multimodal_demos_split_into_two_modes_and_unimodal_demos_do_not():
 
 @pytest.mark.filterwarnings("ignore:Constant")
 def test_noisy_demos_record_the_experts_clean_action_but_execute_another():
-    env = MetaworldStateEnv(TASK, max_steps=8)
+    env = MetaworldStateEnv(TASK, max_steps=8, actions="delta")
     try:
         clean = run_demo(env, seed=0, mode=0, max_steps=8)
         noisy = run_demo(env, seed=0, mode=0, max_steps=8, execution_noise=NOISY_EXECUTION_STD)
@@ -215,6 +229,71 @@ def test_noisy_demos_record_the_experts_clean_action_but_execute_another():
         assert not np.allclose(noisy.state[1:], clean.state[1:])  # executed: the action plus noise
     finally:
         env.close()
+
+
+def test_position_env_commands_the_target_at_most_one_action_scale_a_step_and_holds_it():
+    env = MetaworldStateEnv(TASK, max_steps=50)  # position targets: the default
+    try:
+        env.reset(seed=0)
+        commanded, hand = env.commanded, env.raw_observation[:3].copy()
+        target = np.append(commanded + [0.0, 0.0, 0.05], -1.0)  # 5 cm up: 5 saturated steps of 1 cm
+        path = []
+        for _ in range(30):
+            env.step(target)
+            path.append(env.commanded)
+        np.testing.assert_allclose(np.diff(np.asarray(path), axis=0, prepend=[commanded])[:5, 2], 0.01)
+        np.testing.assert_allclose(path[5:], np.repeat(target[None, :3], 25, axis=0), atol=1e-9)  # held
+        # The hand follows the command: it has risen by the 5 cm, within the weld's few millimetres.
+        np.testing.assert_allclose(env.raw_observation[:3] - hand, [0.0, 0.0, 0.05], atol=0.01)
+    finally:
+        env.close()
+    hand = np.array([0.0, 0.6, 0.2])
+    np.testing.assert_allclose(delta_toward(hand, np.array([0.0, 0.6, 0.5, 0.3]), 0.01), [0, 0, 1, 0.3])
+    target = position_target(hand, np.array([0.5, -1.0, 0.25, -1.0]), 0.01)
+    np.testing.assert_allclose(target, [0.005, 0.59, 0.2025, -1.0], atol=1e-6)
+    np.testing.assert_allclose(delta_toward(hand, target, 0.01), [0.5, -1.0, 0.25, -1.0], atol=1e-4)
+
+
+# The recorded targets are float32, as a LeRobot dataset stores actions: a coordinate of ~0.7 m is rounded
+# by up to 3e-8 m, 3e-6 of MetaWorld's delta unit, and the states are stored as float32 too. Over a whole
+# hammer-v3 episode, contacts included, the replayed states stayed within 3e-8 of the recorded ones; 1e-6 m
+# leaves room for other platforms' rounding and is 10,000 times below the 1 cm a step moves.
+REPLAY_TOLERANCE = 1e-6
+
+
+@pytest.mark.filterwarnings("ignore:Constant")
+def test_replaying_a_demos_position_targets_reproduces_its_states():
+    demo = record_demos("hammer-v3", 1, "unimodal", first_seed=0, max_steps=300)[0]
+    env = MetaworldStateEnv("hammer-v3", max_steps=300)
+    try:
+        observation, _ = env.reset(seed=demo.seed)
+        replayed, success = [], False
+        for target in demo.action:
+            replayed.append(observation["environment_state"])
+            observation, _, _, _, info = env.step(target)
+            success = success or info["is_success"]
+    finally:
+        env.close()
+    assert success and demo.success
+    np.testing.assert_allclose(np.asarray(replayed), demo.env_state, rtol=0, atol=REPLAY_TOLERANCE)
+
+
+@pytest.mark.filterwarnings("ignore:Constant")
+def test_noisy_position_demos_record_the_clean_target_but_execute_the_noisy_one():
+    env = MetaworldStateEnv(TASK, max_steps=8)
+    try:
+        clean = run_demo(env, seed=0, mode=0, max_steps=8)
+        noisy = run_demo(env, seed=0, mode=0, max_steps=8, execution_noise=NOISY_EXECUTION_STD)
+    finally:
+        env.close()
+    expert = np.clip([env.expert_policy.get_action(raw.astype(np.float64)) for raw in noisy.env_state], -1, 1)
+    # Recorded: the command before each step plus the expert's clean delta, so the commands follow from the
+    # targets; executed: the noisy delta, so the command moved otherwise than the clean delta says.
+    commands = noisy.action[:, :3] - expert[:, :3] * env.action_scale
+    moves = np.diff(commands, axis=0)
+    np.testing.assert_allclose(noisy.action[0], clean.action[0])  # same reset, same first command
+    assert np.abs(moves - expert[:-1, :3] * env.action_scale).max() > 1e-3
+    assert np.abs(moves).max() <= env.action_scale + 1e-6  # yet at most one saturated step
 
 
 def test_training_windows_pad_past_the_episode_end_like_lerobot_datasets():
@@ -243,7 +322,7 @@ def test_chunks_start_every_n_action_steps_in_every_env_of_a_batched_rollout(qui
     starts: list[int] = []
     policy = evaluated_policy(trainer.policy, mode, 2)
     policy.on_chunk_start = starts.append
-    vector_env = make_vector_env(TASK, n_envs=2, max_steps=11)
+    vector_env = make_vector_env(TASK, n_envs=2, max_steps=11, actions="position")
     try:
         episodes = run_episodes(
             vector_env,
@@ -296,11 +375,15 @@ def test_quick_study_writes_every_cell_with_wilson_intervals_of_its_counts(tmp_p
     for row in rows:
         assert row["episodes"] == 2 and row["train_seeds"] == [0] and row["demos"] == "noisy"
         assert (row["ci95_low"], row["ci95_high"]) == wilson_interval(row["successes"], row["episodes"])
+        assert row["seed_ci95_low"] <= row["success_rate"] <= row["seed_ci95_high"]
         assert row["success_rate"] == row["successes"] / row["episodes"]
         if row["mode"] != "temporal_ensemble":
             assert row["discontinuity_mean"] is not None
         if row["budget"] == "equal_steps":
             assert row["train_steps"] == [row["steps"]]
+    assert all(row["actions"] == "position" for row in rows)
+    relative = {(r["variant"], r["relative"]) for r in rows}
+    assert relative == {("act", False), ("dropout", True), ("default", True)}
     assert {(r["variant"], r["mode"]) for r in rows} == {
         ("act", "discard"), ("act", "temporal_ensemble"),
         *((v, m) for v in ("dropout", "default") for m in ("prefix", "discard")),
@@ -315,6 +398,170 @@ def test_quick_study_writes_every_cell_with_wilson_intervals_of_its_counts(tmp_p
     assert all(r["prefix_reliance_mean"] >= 0 and len(r["per_seed"]) == 1 for r in reliance)
     markdown = (tmp_path / "quick" / "summary.md").read_text()
     assert "| equal_steps | 4 |" in markdown and "| equal_time | 4 |" in markdown
-    assert "## Prefix reliance" in markdown
+    assert "## Prefix reliance" in markdown and "| seed-bootstrap 95% |" in markdown
     pytest.importorskip("matplotlib")
     assert (tmp_path / "quick" / "equal_steps_8_steps_success_discontinuity.png").stat().st_size > 0
+
+
+def without_timings(rows: list[dict]) -> list[dict]:
+    """Rows less what measures the machine rather than the policy (training seconds)."""
+    return [
+        {**row, "per_seed": [{k: v for k, v in s.items() if k != "train_seconds"} for s in row["per_seed"]]}
+        for row in rows
+    ]
+
+
+def test_an_interrupted_study_resumed_gives_the_rows_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    # No equal wall-clock budget: its steps come from a timing, which differs between two runs.
+    settings = replace(quick_settings(tmp_path / "whole"), equal_time=False)
+    whole = run_study(settings, log=lambda message: None)
+    interrupted = replace(settings, output_dir=tmp_path / "interrupted")
+    train, calls = Trainer.train, []
+
+    def killed_on_the_fourth_training(self, steps):
+        calls.append(steps)
+        if len(calls) == 4:  # inside the 4th unit (dropout at 8 steps, trained on from its 4-step unit)
+            raise KeyboardInterrupt
+        train(self, steps)
+
+    monkeypatch.setattr(Trainer, "train", killed_on_the_fourth_training)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(interrupted, log=lambda message: None)
+    monkeypatch.setattr(Trainer, "train", train)
+    saved = {p: p.read_text() for p in (tmp_path / "interrupted" / "units").glob("**/*.json")}
+    assert len(saved) == 3  # act at 4 and 8 steps, dropout at 4: the unit in progress is lost, no more
+    resumed = run_study(interrupted, log=lambda message: None)
+    assert without_timings(resumed) == without_timings(whole)
+    assert all(path.read_text() == text for path, text in saved.items())  # reused, not trained again
+
+
+def test_a_study_refuses_to_resume_under_other_settings(tmp_path):
+    settings = replace(quick_settings(tmp_path), variants=("act",), steps=(4,), equal_time=False)
+    run_study(settings, log=lambda message: None)
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.002 there, 0.001 now\)"):
+        run_study(replace(settings, lr=1e-3), log=lambda message: None)
+    extended = run_study(replace(settings, steps=(4, 8)), log=lambda message: None)  # more units: resumes
+    assert {row["steps"] for row in extended} == {4, 8}
+
+
+def cell_episodes(successes: list[int], episodes: list[int], **labels: object) -> list[dict]:
+    """Hand-made episode records of one cell, whose training seed i succeeds in `successes[i]` of its
+    `episodes[i]` episodes."""
+    cell = {"budget": "equal_steps", "steps": 100, "task": TASK, "demos": "noisy", "variant": "default",
+            "mode": "prefix", "delay": 2, "actions": "position", "relative": True, **labels}
+    return [
+        {**cell, "train_seed": seed, "train_steps": 100, "train_seconds": 1.0,
+         "success": episode < seed_successes, "discontinuity": None, "episode_steps": 50}
+        for seed, (seed_successes, seed_episodes) in enumerate(zip(successes, episodes, strict=True))
+        for episode in range(seed_episodes)
+    ]
+
+
+def test_seed_bootstrap_interval_holds_the_spread_between_seeds_that_wilsons_leaves_out():
+    (row,) = summarize(cell_episodes([16, 22, 28], [34, 34, 34]))  # seeds as different as the issue's
+    assert row["seed_ci95_low"] <= row["success_rate"] <= row["seed_ci95_high"]
+    # Resampling the episodes alone would give about Wilson's width; the seeds' spread about doubles it.
+    assert row["seed_ci95_high"] - row["seed_ci95_low"] > 1.5 * (row["ci95_high"] - row["ci95_low"])
+
+
+@pytest.mark.parametrize(("successes", "episodes"), [([5], [9]), ([20, 20, 20], [22, 22, 22])])
+def test_seed_bootstrap_of_seeds_alike_is_the_episode_bootstraps_binomial(successes, episodes):
+    from scipy.stats import binom
+
+    # Seeds of one rate resample as one pool of episodes, whose bootstrap draws its successes from
+    # Binomial(episodes, rate): the interval is that binomial's 2.5% and 97.5% quantiles over the episodes
+    # (at these counts, farther from its steps than 10,000 resamples err).
+    n = sum(episodes)
+    expected = tuple(binom.ppf([0.025, 0.975], n, sum(successes) / n) / n)
+    for rng_seed in range(3):
+        assert seed_bootstrap_interval(successes, episodes, rng_seed) == pytest.approx(expected)
+
+
+def test_seed_bootstrap_of_all_successes_or_all_failures_is_the_rate_itself():
+    assert seed_bootstrap_interval([34, 34, 20], [34, 34, 20], rng_seed=0) == (1.0, 1.0)
+    assert seed_bootstrap_interval([0, 0, 0], [34, 34, 20], rng_seed=0) == (0.0, 0.0)
+
+
+def test_seed_bootstrap_intervals_are_a_function_of_the_episodes(monkeypatch):
+    import subprocess
+    import sys
+
+    episodes = cell_episodes([16, 22, 28], [34, 34, 34]) + cell_episodes([10, 30], [34, 34], delay=4)
+    intervals = [[r["seed_ci95_low"], r["seed_ci95_high"]] for r in summarize(episodes)]
+    assert [[r["seed_ci95_low"], r["seed_ci95_high"]] for r in summarize(episodes[::-1])] == intervals[::-1]
+    # A rewritten summary in another process, which salts `hash` differently, reproduces them.
+    monkeypatch.setenv("PYTHONHASHSEED", "1")
+    script = (
+        "import json, sys\n"
+        "from lerobot_policy_act_rtc_alldelays.tools.study.statistics import summarize\n"
+        "rows = summarize(json.load(sys.stdin))\n"
+        "print(json.dumps([[r['seed_ci95_low'], r['seed_ci95_high']] for r in rows]))"
+    )
+    rewritten = subprocess.run(
+        [sys.executable, "-c", script], input=json.dumps(episodes), capture_output=True, text=True, check=True
+    )
+    assert json.loads(rewritten.stdout) == intervals
+
+
+def test_not_worse_when_the_references_rate_is_inside_or_below_the_candidates_interval():
+    candidate = {"success_rate": 0.6, "ci95_low": 0.5, "ci95_high": 0.7, "seed_ci95_low": 0.3,
+                 "seed_ci95_high": 0.9}
+    verdicts = {
+        rate: (not_worse(candidate, {"success_rate": rate}, "wilson"),
+               not_worse(candidate, {"success_rate": rate}, "seed"))
+        for rate in (0.2, 0.6, 0.7, 0.8, 0.95)
+    }
+    # Below both, inside both, on Wilson's edge, above Wilson's only, above both.
+    assert verdicts == {0.2: (True, True), 0.6: (True, True), 0.7: (True, True), 0.8: (False, True),
+                        0.95: (False, False)}
+    with pytest.raises(ValueError, match="interval must be one of"):
+        not_worse(candidate, {"success_rate": 0.2}, "bootstrap")
+
+
+def test_the_task_scan_rule_needs_act_good_at_delay_zero_and_losing_at_delay_eight():
+    rates = {(600, 0): 0.79, (600, 8): 0.5, (2000, 0): 0.8, (2000, 8): 0.9}
+    assert qualifying_budgets(rates, [600, 2000]) == [2000]
+    assert qualifying_budgets({**rates, (2000, 8): 0.91}, [600, 2000]) == []  # delay costs ACT nothing
+
+
+def summary_row(variant: str, mode: str, delay: int, successes: int, steps: int = 600, **extra) -> dict:
+    low, high = wilson_interval(successes, 100)
+    return {"budget": "equal_steps", "steps": steps, "task": "t", "demos": "unimodal", "variant": variant,
+            "mode": mode, "delay": delay, "successes": successes, "episodes": 100,
+            "success_rate": successes / 100, "ci95_low": low, "ci95_high": high, "seed_ci95_low": low,
+            "seed_ci95_high": high, "discontinuity_mean": extra.get("discontinuity", 2.0)}
+
+
+def test_verdicts_judge_at_the_smallest_budget_where_act_reaches_80_percent_at_delay_zero():
+    rows = [
+        summary_row("act", "discard", 0, 70, steps=600),
+        summary_row("default", "discard", 0, 10, steps=600),
+        summary_row("act", "discard", 0, 85, steps=2000),
+        summary_row("default", "discard", 0, 80, steps=2000),
+        summary_row("act", "discard", 8, 70, steps=2000, discontinuity=2.0),
+        summary_row("default", "discard", 8, 50, steps=2000, discontinuity=1.5),
+    ]
+    assert judged_budgets(rows) == {("t", "unimodal"): 2000}
+    verdicts = {v["delay"]: v for v in verdict_rows(rows, "default", "discard")}
+    assert verdicts[0]["not_worse_wilson"] and verdicts[0]["smoother"] is None  # 85 inside 80's interval
+    assert not verdicts[8]["not_worse_wilson"] and verdicts[8]["smoother"]  # 70 above 50's; smoother joins
+
+
+def test_the_study_takes_the_qualifying_tasks_where_delay_costs_act_most():
+    def entry(task, d0, d8, qualifies_at):
+        return {"task": task, "rates": {"600@0": d0, "600@8": d8}, "qualifies_at": qualifies_at}
+
+    entries = [entry("small", 0.9, 0.85, [600]), entry("none", 0.5, 0.2, []), entry("large", 0.9, 0.6, [600]),
+               entry("middle", 0.95, 0.8, [600])]
+    assert study_tasks(entries) == ["large", "middle"]
+
+
+def test_relative_actions_under_position_targets_unless_the_variant_pins_them_off(tmp_path):
+    position = quick_settings(tmp_path)
+    delta = replace(position, actions="delta")
+    assert policy_config("default", position).predict_relative_actions
+    assert not policy_config("absolute", position).predict_relative_actions
+    assert not policy_config("default", delta).predict_relative_actions  # a delta is not in the state's space
+    # With relative actions the model normalizes state and actions itself: the preprocessor leaves them raw.
+    assert set(policy_config("default", position).normalization_mapping) >= {"ENV"}
+    assert policy_config("default", position).normalization_mapping["ACTION"].value == "IDENTITY"

@@ -5,6 +5,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from ..metaworld_position import ACTION_SPACES
 from ..metaworld_state import DEMO_CONDITIONS
 from .evaluation import env_step_seconds
 from .report import rewrite_report
@@ -36,6 +37,9 @@ def parse_args(argv: list[str] | None) -> StudySettings:
     parser.add_argument("--tasks", nargs="+", default=list(defaults.tasks))
     parser.add_argument("--demos", nargs="+", choices=DEMO_CONDITIONS, default=list(defaults.demos))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(defaults.variants))
+    parser.add_argument("--actions", choices=ACTION_SPACES, default=defaults.actions,
+                        help="position: absolute hand targets, as robot arms are driven; delta: MetaWorld's "
+                        "end-effector deltas (the first studies)")
     parser.add_argument("--delays", type=int, nargs="+", default=list(defaults.delays))
     parser.add_argument("--train-seeds", type=int, nargs="+", default=list(defaults.train_seeds))
     parser.add_argument("--demo-episodes", type=int, default=defaults.demo_episodes)
@@ -68,12 +72,13 @@ def parse_args(argv: list[str] | None) -> StudySettings:
         sys.exit(0)
     if args.quick:
         settings = quick_settings(args.output_dir or Path("results/quick"))
-        return replace(settings, command=command.strip())
+        return replace(settings, actions=args.actions, command=command.strip())
     return StudySettings(
         name=args.name,
         tasks=args.tasks,
         demos=args.demos,
         variants=[v for v in VARIANTS if v in args.variants],
+        actions=args.actions,
         delays=sorted(set(args.delays)),
         train_seeds=args.train_seeds,
         demo_episodes=args.demo_episodes,
@@ -98,4 +103,5 @@ def parse_args(argv: list[str] | None) -> StudySettings:
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
     run_study(settings, log=print_now)
-    print(f"Wrote summary.json, summary.md, episodes_<task>.jsonl and PNG plots to {settings.output_dir}")
+    print(f"Wrote summary.json, summary.md, the units and PNG plots to {settings.output_dir}; the same "
+          "command resumes the study")

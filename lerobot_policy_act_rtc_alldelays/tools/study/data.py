@@ -61,12 +61,20 @@ def training_windows(demos: Sequence[Demo], action_offsets: Sequence[int]) -> di
 
 @dataclass
 class TrainingData:
-    """Normalized training windows and the processors, per policy kind (ACT and the RTC variants differ in
-    their action windows and normalization)."""
+    """Normalized training windows and the processors, per policy kind."""
 
     stats: dict[str, dict[str, np.ndarray]]
     demos: Sequence[Demo]
     cache: dict[str, tuple[dict[str, Tensor], Any, Any]] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every frame's episode index, state and action, as a LeRobot dataset's columns."""
+        return {
+            "episode_index": np.repeat(np.arange(len(self.demos)), [demo.length for demo in self.demos]),
+            OBS_STATE: np.concatenate([demo.state for demo in self.demos]).astype(np.float64),
+            ACTION: np.concatenate([demo.action for demo in self.demos]).astype(np.float64),
+        }
 
     @property
     def episode(self) -> Tensor:
@@ -75,7 +83,8 @@ class TrainingData:
         return torch.repeat_interleave(torch.arange(len(self.demos)), lengths)
 
     def get(self, config: PreTrainedConfig) -> tuple[dict[str, Tensor], Any, Any]:
-        kind = "act" if isinstance(config, ACTConfig) else "rtc"
+        # ACT, and the RTC variants with and without relative actions, differ in windows or normalization.
+        kind = "act" if isinstance(config, ACTConfig) else f"rtc_relative_{config.predict_relative_actions}"
         if kind not in self.cache:
             preprocessor, postprocessor = make_pre_post_processors(config, dataset_stats=self.stats)
             windows = training_windows(self.demos, config.action_delta_indices)

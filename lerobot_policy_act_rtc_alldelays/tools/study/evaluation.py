@@ -18,7 +18,6 @@ from lerobot.utils.constants import ACTION
 from torch import Tensor, nn
 
 from ..continuity import chunk_switch_changes, discontinuity_ratio
-from ..delay_sweep import set_inference_delay
 from ..metaworld_demos import default_to_headless_rendering
 from ..metaworld_state import MetaworldStateEnv
 from .settings import TEMPORAL_ENSEMBLE, StudySettings
@@ -77,7 +76,7 @@ def evaluated_policy(policy: PreTrainedPolicy, mode: str, delay: int) -> nn.Modu
         if mode != "discard":
             raise ValueError(f"LeRobot's ACT has no action prefix: only discard mode, got '{mode}'.")
         return policy if delay == 0 else DelayedChunking(policy, delay, policy.config.n_action_steps)
-    set_inference_delay(policy.config, mode, delay)
+    policy.config.set_inference_setting(mode, delay)
     return policy
 
 
@@ -89,7 +88,7 @@ def eval_settings(variant: str, delays: Sequence[int]) -> list[tuple[str, int]]:
     return [("prefix", d) for d in delays] + [("discard", d) for d in delays if d > 0]
 
 
-def make_vector_env(task: str, n_envs: int, max_steps: int):
+def make_vector_env(task: str, n_envs: int, max_steps: int, actions: str):
     """A vector env of state envs; with LeRobot 0.6's `freeze_after_episode_end`, a finished episode stops
     costing simulation while the others run on (the rollout ignores its further steps either way)."""
     import gymnasium as gym
@@ -101,7 +100,7 @@ def make_vector_env(task: str, n_envs: int, max_steps: int):
             return make
 
     def make() -> MetaworldStateEnv:
-        return MetaworldStateEnv(task, max_steps)
+        return MetaworldStateEnv(task, max_steps, actions)
 
     return gym.vector.SyncVectorEnv([freeze_after_episode_end(make) for _ in range(n_envs)])
 

@@ -9,8 +9,11 @@ from typing import Any
 import numpy as np
 
 from ..report import markdown_table, write_report
-from .settings import TEMPORAL_ENSEMBLE
+from .settings import TEMPORAL_ENSEMBLE, StudySettings
 from .statistics import expand_delay_zero, summarize, summarize_diagnostics
+from .units import UNITS_DIR, planned_records
+from .variants import ACT
+from .verdicts import verdicts_markdown
 
 
 def success_cell(row: dict[str, Any]) -> str:
@@ -25,33 +28,50 @@ def study_markdown(
         "",
         f"Command: `{meta['settings']['command']}`",
         "",
-        f"Wall-clock: {meta.get('wall_clock_minutes', float('nan')):.1f} min ({meta.get('status', '')}). "
-        "Seconds per training step (interleaved calibration): "
-        + ", ".join(f"{v} {t * 1000:.1f} ms" for v, t in meta["seconds_per_step"].items())
-        + f". Evaluation: {meta['evaluated_episodes']} episodes at "
+        f"Wall-clock: {meta.get('wall_clock_minutes', float('nan')):.1f} min ({meta.get('status', '')}; the "
+        "runs that made it, added up). "
+        f"Evaluation: {meta['evaluated_episodes']} episodes at "
         f"{meta['episodes_per_rollout_minute'] or float('nan'):.0f} episodes per minute of rollout. "
-        + f"Equal wall-clock steps (the time of {time_reference(meta)}): "
-        + ", ".join(f"{v} {s}" for v, s in meta["equal_time_steps"].items())
-        + ".",
+        + equal_time_sentence(meta),
         "",
-        "Success: successes/episodes (Wilson 95% interval). Discontinuity: mean over episodes of (mean "
-        "action jump at a chunk switch / mean step-to-step change inside chunks); 1 = joins as smooth as the "
-        "motion. "
+        "Success: successes/episodes (Wilson 95% interval). Seed-bootstrap 95%: the percentile interval of a "
+        "two-stage bootstrap that resamples the training seeds, then the episodes of each drawn seed, so "
+        "that it also holds the spread between seeds that Wilson's interval (episodes as independent) leaves "
+        "out; a verdict names which of the two intervals it rests on. Discontinuity: mean over episodes of "
+        "(mean action jump at a chunk switch / mean step-to-step change inside chunks); 1 = joins as smooth "
+        "as the motion. "
         "Per seed: successes per training seed.",
         "",
     ]
-    headers = ["budget", "steps", "task", "demos", "variant", "mode", "delay", "success (95% CI)",
-               "discontinuity", "(std)", "per seed"]
+    headers = ["budget", "steps", "task", "demos", "actions", "variant", "relative", "mode", "delay",
+               "success (95% CI)", "seed-bootstrap 95%", "discontinuity", "(std)", "per seed"]
     table = [
         [
-            r["budget"], r["steps"], r["task"], r["demos"], r["variant"], r["mode"], r["delay"],
-            success_cell(r), r["discontinuity_mean"], r["discontinuity_std"],
+            r["budget"], r["steps"], r["task"], r["demos"], r["actions"], r["variant"], r["relative"],
+            r["mode"], r["delay"],
+            success_cell(r), f"{r['seed_ci95_low']:.2f}-{r['seed_ci95_high']:.2f}", r["discontinuity_mean"],
+            r["discontinuity_std"],
             " ".join(str(s["successes"]) for s in r["per_seed"]),
         ]
         for r in rows
     ]
-    tables = markdown_table(headers, table) + "\n" + reliance_markdown(diagnostic_rows)
+    rtc_variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if v != ACT]
+    candidates = [(variant, mode) for variant in rtc_variants for mode in ("discard", "prefix")]
+    tables = (markdown_table(headers, table) + "\n" + verdicts_markdown(rows, candidates)
+              + reliance_markdown(diagnostic_rows))
     return "\n".join(lines) + "\n" + tables
+
+
+def equal_time_sentence(meta: dict[str, Any]) -> str:
+    if not meta["seconds_per_step"]:
+        return "No equal wall-clock budget."
+    return (
+        "Seconds per training step (interleaved calibration): "
+        + ", ".join(f"{v} {t * 1000:.1f} ms" for v, t in meta["seconds_per_step"].items())
+        + f". Equal wall-clock steps (the time of {time_reference(meta)}): "
+        + ", ".join(f"{v} {s}" for v, s in meta["equal_time_steps"].items())
+        + "."
+    )
 
 
 def reliance_markdown(diagnostic_rows: list[dict[str, Any]]) -> str:
@@ -158,16 +178,24 @@ def write_outputs(
 
 
 def rewrite_report(output_dir: Path) -> list[dict[str, Any]]:
-    """The summary and plots again, from a (possibly partial) run's episodes and diagnostics files (plain, or
-    gzipped for storage) and metadata. Episodes of a study from before the budget scan get its one step
-    count as their budget's `steps`."""
+    """The summary and plots again, from a (possibly partial) run's units, or from the episodes and
+    diagnostics files (plain, or gzipped for storage) of a study from before units, and its metadata.
+    Episodes of a study from before the budget scan get its one step count as their budget's `steps`; those
+    from before position targets ran MetaWorld's deltas without relative actions."""
     meta_path = output_dir / "study_meta.json"
     if not meta_path.exists():
         raise FileNotFoundError(
             f"No study_meta.json in {output_dir}: point --output-dir at the outputs of a study."
         )
     meta = json.loads(meta_path.read_text())
+    if (output_dir / UNITS_DIR).exists():
+        settings = StudySettings(**{**meta["settings"], "output_dir": output_dir})
+        episodes, diagnostics = planned_records(settings, meta["equal_time_steps"])
+        return write_outputs(episodes, diagnostics, meta, output_dir)
     episodes, diagnostics = (read_records(output_dir, kind) for kind in ("episodes", "diagnostics"))
+    for record in episodes + diagnostics:
+        record.setdefault("actions", "delta")
+        record.setdefault("relative", False)
     for episode in episodes:
         if "episode_steps" not in episode:  # the episode's length was `steps` before the budget scan
             episode["episode_steps"] = episode.pop("steps")

@@ -37,10 +37,16 @@ a delay, in both modes), which is what the discontinuity measure uses.
 
 Per cell: successes with a Wilson 95% interval, chunk-join discontinuity (mean jump at a chunk switch over
 the mean step-to-step change inside chunks, per episode: mean, std and pooled), and per-seed figures.
+Actions are position targets by default (`--actions position`; `--actions delta` reproduces the first
+studies): see `metaworld_state`. The shipped defaults then predict relative actions; each row says so
+(`actions`, `relative`).
+
+Each unit (task, demos, variant, training seed, steps: a training and its evaluation) is saved in
+`units/` when it finishes, with the settings it ran under (`units`). Running the same command again resumes:
+saved units are reused and only the missing ones run; a unit saved under other settings stops the run.
 Writes `summary.json` (a list of rows), `summary.md`, `prefix_reliance.json` (the diagnostic per cell),
-`study_meta.json`, `episodes_<task>.jsonl` (every episode) and `diagnostics_<task>.jsonl` (every model's
-diagnostic), both appended as the study runs, so a partial run is usable (`--report-only` rebuilds the
-summary from them), and PNG plots to `--output-dir`.
+`study_meta.json` and PNG plots to `--output-dir`; the summary is rewritten after every unit, so a partial
+run is usable (`--report-only` rebuilds it from the units).
 """
 
 import json
@@ -56,7 +62,6 @@ import torch
 from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
 from lerobot.envs.factory import make_env_pre_post_processors
 
-from ..interleave import rotated
 from ..metaworld_state import record_demos
 from ..policy_sizes import STATE_STUDY
 from ..prefix_reliance import prefix_reliance
@@ -64,48 +69,31 @@ from .data import TrainingData, demo_stats
 from .evaluation import evaluate_model, make_vector_env
 from .report import write_outputs
 from .settings import DEMO_MAX_STEPS, StudySettings
-from .training import Budget, Trainer, calibrate, equal_time_steps, training_runs
+from .training import Trainer, calibrate, equal_time_steps
+from .units import planned_records, planned_units, refuse_other_settings, save_unit
 from .variants import ACT, DESCRIPTIONS
 
 
 def run_study(settings: StudySettings, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Runs the whole study. Every trained model's episodes are appended to `episodes_<task>.jsonl` at once
-    and the summary is rewritten regularly, so a partial run is usable. With `workers > 1` the tasks run
-    in parallel processes (after the one shared calibration)."""
+    """Runs the study, or resumes it: units already saved in the output folder under the same settings are
+    reused, and a unit saved under other settings stops the run (`units`). Each unit is saved when it
+    finishes and the summary is rewritten after it, so a partial run is usable. With `workers > 1` the tasks
+    run in parallel processes (after the one shared calibration)."""
     settings.check()
     start = time.perf_counter()
     out = settings.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    for task in settings.tasks:
-        episodes_file(out, task).write_text("")
-        diagnostics_file(out, task).write_text("")
-    meta: dict[str, Any] = {
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
-        "study_size": STATE_STUDY,
-        "variants": {v: DESCRIPTIONS[v] for v in settings.variants},
-        "python": platform.python_version(),
-        "lerobot": _lerobot_version(),
-        "torch_threads": torch.get_num_threads(),
-        "status": "running",
-    }
-    first_task, first_demos = settings.tasks[0], settings.demos[0]
-    demos = record_demos(first_task, settings.demo_episodes, first_demos, max_steps=DEMO_MAX_STEPS)
-    meta["seconds_per_step"] = calibrate(settings, TrainingData(demo_stats(demos), demos))
-    meta["time_reference"] = {"variant": settings.reference, "steps": settings.reference_steps}
-    meta["equal_time_steps"] = (
-        equal_time_steps(settings, meta["seconds_per_step"]) if settings.equal_time else {}
-    )
+    refuse_other_settings(out, settings.unit_settings())
+    meta = study_meta(settings)
     log(f"[{_minutes(start)}] calibration (ms/step): "
         f"{ {v: round(t * 1000, 1) for v, t in meta['seconds_per_step'].items()} }; equal wall-clock steps: "
         f"{meta['equal_time_steps']}")
+    (out / "study_meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
     def update(status: str) -> list[dict[str, Any]]:
-        meta["wall_clock_minutes"] = (time.perf_counter() - start) / 60
+        meta["wall_clock_minutes"] = meta["earlier_runs_minutes"] + (time.perf_counter() - start) / 60
         meta["status"] = status
-        episodes, diagnostics = (
-            [json.loads(line) for task in settings.tasks for line in file(out, task).open()]
-            for file in (episodes_file, diagnostics_file)
-        )
+        episodes, diagnostics = planned_records(settings, meta["equal_time_steps"])
         if not episodes:
             return []
         # Plotting costs seconds: only the final summary draws the figures.
@@ -113,7 +101,10 @@ def run_study(settings: StudySettings, log: Callable[[str], None] = print) -> li
 
     if settings.workers > 1 and len(settings.tasks) > 1:
         context = multiprocessing.get_context("spawn")  # fresh MuJoCo and torch state in each worker
-        with context.Pool(min(settings.workers, len(settings.tasks))) as pool:
+        workers = min(settings.workers, len(settings.tasks))
+        # The workers share the cores: each with its share of torch's threads, not all of them.
+        threads = max(1, torch.get_num_threads() // workers)
+        with context.Pool(workers, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
             jobs = [
                 pool.apply_async(run_task, (settings, task, meta["equal_time_steps"], start))
                 for task in settings.tasks
@@ -128,29 +119,44 @@ def run_study(settings: StudySettings, log: Callable[[str], None] = print) -> li
                 job.get()  # re-raises a worker's error
     else:
         for task in settings.tasks:
-            run_task(settings, task, meta["equal_time_steps"], start, log, on_model=lambda: update("running"))
+            run_task(settings, task, meta["equal_time_steps"], start, log, on_unit=lambda: update("running"))
     rows = update("complete")
     log(f"[{_minutes(start)}] done: {len(rows)} rows in {out}")
     return rows
 
 
-def episodes_file(output_dir: Path, task: str) -> Path:
-    return output_dir / f"episodes_{task}.jsonl"
-
-
-def diagnostics_file(output_dir: Path, task: str) -> Path:
-    """Per trained RTC model, budget and delay: its prefix reliance (see `prefix_reliance`)."""
-    return output_dir / f"diagnostics_{task}.jsonl"
-
-
-def append_records(
-    path: Path, records: list[dict[str, Any]], labels: dict[str, Any], budgets: list[Budget]
-) -> None:
-    """Each record, labelled, once per (budget, nominal steps) that its model serves."""
-    with path.open("a") as f:
-        for budget, steps in budgets:
-            for record in records:
-                f.write(json.dumps({**record, **labels, "budget": budget, "steps": steps}) + "\n")
+def study_meta(settings: StudySettings) -> dict[str, Any]:
+    """The study's metadata with its step-time calibration, for the equal wall-clock budget: the saved one
+    when resuming a study whose calibration covers these variants (its equal wall-clock steps name the units
+    to reuse), a new one otherwise."""
+    meta: dict[str, Any] = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        "study_size": STATE_STUDY,
+        "variants": {v: DESCRIPTIONS[v] for v in settings.variants},
+        "python": platform.python_version(),
+        "lerobot": _lerobot_version(),
+        "torch_threads": torch.get_num_threads(),
+        "status": "running",
+        "time_reference": {"variant": settings.reference, "steps": settings.reference_steps},
+    }
+    saved_path = settings.output_dir / "study_meta.json"
+    saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+    same_reference = saved.get("time_reference") == meta["time_reference"]
+    # A resumed study's wall-clock adds this run's to the earlier runs' (each up to its last summary).
+    meta["earlier_runs_minutes"] = saved.get("wall_clock_minutes", 0.0)
+    if not settings.equal_time:
+        meta["seconds_per_step"] = {}  # only the equal wall-clock budget needs the step times
+    elif same_reference and set(settings.variants) <= set(saved.get("seconds_per_step", {})):
+        meta["seconds_per_step"] = {v: saved["seconds_per_step"][v] for v in settings.variants}
+    else:
+        first_task, first_demos = settings.tasks[0], settings.demos[0]
+        demos = record_demos(first_task, settings.demo_episodes, first_demos, max_steps=DEMO_MAX_STEPS,
+                             actions=settings.actions)
+        meta["seconds_per_step"] = calibrate(settings, TrainingData(demo_stats(demos), demos))
+    meta["equal_time_steps"] = (
+        equal_time_steps(settings, meta["seconds_per_step"]) if settings.equal_time else {}
+    )
+    return meta
 
 
 def run_task(
@@ -159,44 +165,62 @@ def run_task(
     time_steps_by_variant: dict[str, int],
     start: float,
     log: Callable[[str], None] | None = None,
-    on_model: Callable[[], Any] | None = None,
+    on_unit: Callable[[], Any] | None = None,
 ) -> None:
-    """Every demo condition, training seed and variant of one task; appends each trained model's episodes
-    to the task's episodes file, and each RTC model's prefix reliance to its diagnostics file."""
+    """Every unit of one task that is not saved yet: trains, evaluates and saves it."""
     log = log or print_now
     out, n_eval = settings.output_dir, settings.episodes_per_seed
-    vector_env = make_vector_env(task, n_eval, settings.max_steps)
-    env_processors = make_env_pre_post_processors(MetaworldEnvConfig(task=task), None)
+    unit_settings = settings.unit_settings()
+    vector_env = None
     try:
         for demos_condition in settings.demos:
+            planned = planned_units(settings, task, demos_condition, time_steps_by_variant)
+            if all(unit.path(out).exists() for unit, _ in planned):
+                continue
+            if vector_env is None:
+                vector_env = make_vector_env(task, n_eval, settings.max_steps, settings.actions)
+                env_processors = make_env_pre_post_processors(MetaworldEnvConfig(task=task), None)
             t0 = time.perf_counter()
-            demos = record_demos(task, settings.demo_episodes, demos_condition, max_steps=DEMO_MAX_STEPS)
+            demos = record_demos(task, settings.demo_episodes, demos_condition, max_steps=DEMO_MAX_STEPS,
+                                 actions=settings.actions)
             data = TrainingData(demo_stats(demos), demos)
             log(f"[{_minutes(start)}] {task} {demos_condition}: {len(demos)} demos "
                 f"({sum(d.length for d in demos)} frames) in {time.perf_counter() - t0:.1f}s")
-            for index, train_seed in enumerate(settings.train_seeds):
+            trainer, trained = None, None  # the model of the last unit, which a longer unit continues
+            for unit, budgets in planned:
+                if unit.path(out).exists():
+                    continue
+                index = settings.train_seeds.index(unit.train_seed)
                 seeds = [settings.eval_seed + index * n_eval + i for i in range(n_eval)]
-                # Rotating the order spreads a drifting machine load over all variants.
-                for variant in rotated(list(settings.variants), index):
-                    for steps, budgets in training_runs(settings, time_steps_by_variant.get(variant)):
-                        trainer = Trainer(variant, train_seed, settings, data)
-                        trainer.train(steps)
-                        new = evaluate_model(trainer, vector_env, env_processors, seeds, settings)
-                        labels = dict(task=task, demos=demos_condition, variant=variant,
-                                      train_seed=train_seed, train_steps=steps,
-                                      train_seconds=trainer.seconds, train_loss=trainer.last_loss)
-                        append_records(episodes_file(out, task), new, labels, budgets)
-                        diagnostics = [] if variant == ACT else diagnose(trainer, data, settings.delays)
-                        append_records(diagnostics_file(out, task), diagnostics, labels, budgets)
-                        reliance = " ".join(f"{d['delay']}: {d['prefix_reliance']:.2f}" for d in diagnostics)
-                        log(f"[{_minutes(start)}] {task} {demos_condition} seed {train_seed} {variant} "
-                            f"{'+'.join(f'{b}@{s}' for b, s in budgets)}: {steps} steps in "
-                            f"{trainer.seconds:.1f}s (loss {trainer.last_loss:.3f}); successes "
-                            f"{success_counts(new)}{'; prefix reliance ' + reliance if reliance else ''}")
-                        if on_model is not None:
-                            on_model()
+                continues = trained == (unit.variant, unit.train_seed) and trainer.steps <= unit.steps
+                if not continues:
+                    trainer = Trainer(unit.variant, unit.train_seed, settings, data)
+                # Training on from `trainer.steps` gives the model that training from scratch would: the
+                # batches come from the trainer's own generator, and the evaluation below leaves the global
+                # random state (dropout's) as it found it.
+                trainer.train(unit.steps - trainer.steps)
+                trained = (unit.variant, unit.train_seed)
+                random_state = torch.get_rng_state()
+                new = evaluate_model(trainer, vector_env, env_processors, seeds, settings)
+                diagnostics = [] if unit.variant == ACT else diagnose(trainer, data, settings.delays)
+                torch.set_rng_state(random_state)
+                labels = dict(
+                    actions=settings.actions,
+                    relative=bool(getattr(trainer.config, "predict_relative_actions", False)),
+                    train_steps=unit.steps, train_seconds=trainer.seconds, train_loss=trainer.last_loss,
+                )
+                save_unit(out, unit, unit_settings, {"labels": labels, "episodes": new,
+                                                     "diagnostics": diagnostics})
+                reliance = " ".join(f"{d['delay']}: {d['prefix_reliance']:.2f}" for d in diagnostics)
+                log(f"[{_minutes(start)}] {task} {demos_condition} seed {unit.train_seed} {unit.variant} "
+                    f"{'+'.join(f'{b}@{s}' for b, s in budgets)}: {unit.steps} steps in "
+                    f"{trainer.seconds:.1f}s (loss {trainer.last_loss:.3f}); successes "
+                    f"{success_counts(new)}{'; prefix reliance ' + reliance if reliance else ''}")
+                if on_unit is not None:
+                    on_unit()
     finally:
-        vector_env.close()
+        if vector_env is not None:
+            vector_env.close()
 
 
 def diagnose(trainer: Trainer, data: TrainingData, delays: list[int]) -> list[dict[str, Any]]:

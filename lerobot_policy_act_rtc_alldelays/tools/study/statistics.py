@@ -1,10 +1,14 @@
-"""Per-cell statistics of the evaluated episodes (success counts with Wilson 95% intervals and the
-chunk-join discontinuity) and of the models' prefix reliance, one row per cell."""
+"""Per-cell statistics of the evaluated episodes (success counts with Wilson 95% intervals over episodes and
+seed-bootstrap ones over training seeds and episodes, and the chunk-join discontinuity) and of the models'
+prefix reliance, one row per cell."""
 
-from typing import Any
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binom, binomtest
 
 from .settings import TEMPORAL_ENSEMBLE
 from .variants import VARIANTS
@@ -20,8 +24,60 @@ def wilson_interval(successes: int, n: int) -> tuple[float, float]:
     return float(interval.low), float(interval.high)
 
 
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+def seed_bootstrap_interval(
+    successes: Sequence[int], episodes: Sequence[int], rng_seed: int, resamples: int = BOOTSTRAP_RESAMPLES
+) -> tuple[float, float]:
+    """95% percentile interval of a cell's success rate under a two-stage bootstrap: draw the training seeds
+    with replacement, then each drawn seed's episodes with replacement, and pool the drawn successes over the
+    drawn episodes. `successes[i]` of `episodes[i]` are the i-th training seed's counts.
+
+    Two-stage, because the seeds' success rates differ more than their episodes' chance explains, so an
+    interval over episodes alone is too narrow, while one over seeds alone would ignore the episodes' chance
+    (zero width with one seed, where this is the episode bootstrap). Percentile, because it stays inside
+    [0, 1] and assumes no normal shape of a skewed, lumpy bootstrap distribution over a few seeds."""
+    k, n = np.asarray(successes), np.asarray(episodes)
+    rng = np.random.default_rng(rng_seed)
+    drawn = rng.integers(k.size, size=(resamples, k.size))
+    # A drawn seed's episodes, drawn with replacement, succeed Binomial(episodes, its rate) times: one number
+    # per drawn seed rather than one per episode. Drawn by inverting the binomial's CDF, about twice as fast
+    # as `rng.binomial` with a rate per draw. Seed i's CDF, shifted by i so that one search serves all seeds,
+    # ends at exactly 1 so that no draw runs past it into the next seed's.
+    cdfs = np.concatenate(
+        [np.append(i + binom.cdf(np.arange(n[i]), n[i], k[i] / n[i]), i + 1.0) for i in range(k.size)]
+    )
+    starts = np.concatenate([[0], np.cumsum(n[:-1] + 1)])
+    drawn_successes = np.searchsorted(cdfs, drawn + rng.random(drawn.shape)) - starts[drawn]
+    rates = drawn_successes.sum(axis=1) / n[drawn].sum(axis=1)
+    low, high = np.percentile(rates, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def cell_rng_seed(key: tuple) -> int:
+    """A fixed seed per cell, the same in every process (unlike `hash`, which Python salts per process), so
+    that a rewritten summary reproduces its bootstrap intervals exactly."""
+    return int.from_bytes(hashlib.sha256(json.dumps(key).encode()).digest()[:8], "little")
+
+
+INTERVAL_HIGH = {"wilson": "ci95_high", "seed": "seed_ci95_high"}
+
+
+def not_worse(
+    candidate: dict[str, Any], reference: dict[str, Any], interval: Literal["wilson", "seed"]
+) -> bool:
+    """Whether the reference's success rate lies inside or below the candidate's 95% interval of that kind
+    (two summary rows): the candidate is not shown worse than the reference. No default, so that a verdict
+    names the interval it rests on."""
+    if interval not in INTERVAL_HIGH:
+        raise ValueError(f"interval must be one of {sorted(INTERVAL_HIGH)}, got {interval!r}.")
+    return reference["success_rate"] <= candidate[INTERVAL_HIGH[interval]]
+
+
 # `steps`: the budget's nominal steps, so that the rows of a budget scan do not pool.
-CELL_KEYS = ("budget", "steps", "task", "demos", "variant", "mode", "delay")
+# `actions` and `relative`: what a row measured (position targets or MetaWorld's deltas; relative actions).
+CELL_KEYS = ("budget", "steps", "task", "demos", "variant", "mode", "delay", "actions", "relative")
 DIAGNOSTIC_KEYS = ("budget", "steps", "task", "demos", "variant", "delay")
 FIGURES = ("prefix_reliance", "prefix_change", "observation_change")  # of a model's diagnostic
 
@@ -34,7 +90,9 @@ def group_by(records: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple
 
 
 def summarize(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per cell (budget, steps, task, demos, variant, mode, delay), pooling its training seeds."""
+    """One row per cell (budget, steps, task, demos, variant, mode, delay), pooling its training seeds:
+    Wilson's interval over its episodes (`ci95_*`) and the seed bootstrap's over its seeds and episodes
+    (`seed_ci95_*`)."""
     rows = []
     for key, group in group_by(episodes, CELL_KEYS).items():
         n, successes = len(group), sum(e["success"] for e in group)
@@ -57,6 +115,9 @@ def summarize(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "discontinuity_mean": float(np.mean(seed_ratios)) if seed_ratios else None,
                 }
             )
+        seed_low, seed_high = seed_bootstrap_interval(
+            [s["successes"] for s in per_seed], [s["episodes"] for s in per_seed], cell_rng_seed(key)
+        )
         rows.append(
             {
                 **dict(zip(CELL_KEYS, key, strict=True)),
@@ -67,6 +128,8 @@ def summarize(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "success_rate": successes / n,
                 "ci95_low": low,
                 "ci95_high": high,
+                "seed_ci95_low": seed_low,
+                "seed_ci95_high": seed_high,
                 "discontinuity_mean": float(np.mean(ratios)) if ratios else None,
                 "discontinuity_std": float(np.std(ratios, ddof=1)) if len(ratios) > 1 else None,
                 "discontinuity_pooled": (

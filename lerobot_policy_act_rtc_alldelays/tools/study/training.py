@@ -13,6 +13,7 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.utils.constants import ACTION
 
 from ...configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
+from ...dataset_derived import init_from_columns
 from ...modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
 from ..interleave import rotated
 from ..metaworld_state import state_features
@@ -26,14 +27,26 @@ from .variants import ACT, variant_overrides
 Budget = tuple[str, int]
 
 
+def predicts_relative_actions(variant: str, settings: StudySettings) -> bool:
+    """Whether the variant's policy predicts actions relative to the state: never for LeRobot's ACT; under
+    position targets as the shipped default does, unless the variant pins it; never under MetaWorld's
+    deltas, which are not targets in the state's space."""
+    if variant == ACT or settings.actions == "delta":
+        return False
+    return variant_overrides(variant).get("predict_relative_actions", True)
+
+
 def policy_config(variant: str, settings: StudySettings) -> PreTrainedConfig:
     inputs, outputs = state_features()
+    relative = predicts_relative_actions(variant, settings)
+    # Every input normalized: MetaWorld's coordinates vary by a few centimetres around offsets of up to a
+    # metre, which a raw input layer learns slowly. With relative actions the model normalizes the state
+    # and the relative actions itself, from the raw values.
+    normalized = ("ENV",) if relative else ("STATE", "ENV", "ACTION")
     shared = dict(
         device="cpu",
         push_to_hub=False,
-        # Every input normalized, the same way for every variant: MetaWorld's coordinates vary by a few
-        # centimetres around offsets of up to a metre, which a raw input layer learns slowly.
-        normalization_mapping={kind: NormalizationMode.MEAN_STD for kind in ("STATE", "ENV", "ACTION")},
+        normalization_mapping={kind: NormalizationMode.MEAN_STD for kind in normalized},
         input_features=inputs,
         output_features=outputs,
         chunk_size=settings.chunk_size,
@@ -44,10 +57,9 @@ def policy_config(variant: str, settings: StudySettings) -> PreTrainedConfig:
     )
     if variant == ACT:
         return ACTConfig(**shared)
-    # MetaWorld's actions are end-effector deltas, not positions in the state's space: absolute actions.
+    overrides = {k: v for k, v in variant_overrides(variant).items() if k != "predict_relative_actions"}
     return ACTRelativeRTCAllDelaysConfig(
-        **shared, **variant_overrides(variant), rtc_max_delay=settings.rtc_max_delay,
-        predict_relative_actions=False,
+        **{**shared, **overrides}, rtc_max_delay=settings.rtc_max_delay, predict_relative_actions=relative
     )
 
 
@@ -67,6 +79,8 @@ class Trainer:
     def __init__(self, variant: str, seed: int, settings: StudySettings, data: TrainingData):
         self.config = policy_config(variant, settings)
         self.policy = new_policy(self.config, seed)
+        if getattr(self.config, "predict_relative_actions", False):
+            init_from_columns(self.policy, data.columns)  # as `make_policy` does from a dataset
         self.windows, self.preprocessor, self.postprocessor = data.get(self.config)
         optimizer_config = self.config.get_optimizer_preset()
         self.optimizer = optimizer_config.build(self.policy.get_optim_params())
@@ -117,10 +131,10 @@ def equal_time_steps(settings: StudySettings, seconds_per_step: dict[str, float]
 
 
 def training_runs(settings: StudySettings, time_steps: int | None) -> list[tuple[int, list[Budget]]]:
-    """(steps, budgets) per training of a variant: one run per step count of the scan, and the equal
-    wall-clock run, which reuses the scan's run of the same step count (same seed, same batches: the same
-    model)."""
+    """(steps, budgets) per training of a variant, by steps ascending: one run per step count of the scan,
+    and the equal wall-clock run, which reuses the scan's run of the same step count (same seed, same
+    batches: the same model)."""
     runs: dict[int, list[Budget]] = {steps: [("equal_steps", steps)] for steps in settings.steps}
     if settings.equal_time and time_steps is not None:
         runs.setdefault(time_steps, []).append(("equal_time", settings.reference_steps))
-    return list(runs.items())
+    return sorted(runs.items())

@@ -29,11 +29,15 @@ VARIANT_TABLE: dict[str, tuple[dict[str, Any], str]] = {
     "noise": ({**STATE, "rtc_prefix_noise_std": 0.3}, "state + Gaussian noise (std 0.3) on the prefix"),
     "k2": ({**STATE, "rtc_delays_per_sample": 2}, "state + 2 delays drawn per sample"),
     "k3": ({**STATE, "rtc_delays_per_sample": 3}, "state + 3 delays drawn per sample"),
+    "absolute": (
+        {"predict_relative_actions": False},
+        "the shipped defaults with absolute actions (`predict_relative_actions=false`)",
+    ),
     DEFAULT: ({}, "the package's shipped config defaults, no overrides"),
 }
 VARIANTS = tuple(VARIANT_TABLE)
 DESCRIPTIONS = {name: description for name, (_, description) in VARIANT_TABLE.items()}
-DEFAULT_VARIANTS = (ACT, "on", "state", "dropout", "noise", "k2", DEFAULT)
+DEFAULT_VARIANTS = (ACT, "absolute", DEFAULT)
 
 
 def variant_overrides(name: str) -> dict[str, Any]:

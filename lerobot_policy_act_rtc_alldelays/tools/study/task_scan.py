@@ -1,0 +1,164 @@
+"""Task scan: which MetaWorld tasks can a study rank policies on under position targets?
+
+LeRobot's ACT alone, at delays 0 and 8, at two budgets, one training seed, on every MetaWorld task whose
+scripted expert succeeds, except the tasks the project keeps out for independent checks (`HELD_OUT_TASKS`).
+A task qualifies for the study when ACT, at some budget, reaches `MIN_DELAY_ZERO` at delay 0 (so the
+comparison ranks something) and falls to `MAX_DELAYED` or below at delay 8 at that budget (so a delay costs
+it something). The study takes the `STUDY_TASKS` qualifying tasks where ACT loses most from delay 0 to delay
+8 at the smallest budget that qualifies. The scan is a study (`run_study`): it resumes like one. Writes
+`task_scan.md` and `task_scan.json` beside the study's outputs.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from lerobot.envs.metaworld import TASK_POLICY_MAPPING
+
+from ..metaworld_state import record_demos
+from ..report import markdown_table
+from .runner import print_now, run_study
+from .settings import DEMO_MAX_STEPS, StudySettings
+from .variants import ACT
+
+HELD_OUT_TASKS = (
+    "pick-place-v3", "push-v3", "door-open-v3", "drawer-open-v3", "sweep-into-v3", "basketball-v3"
+)
+MIN_DELAY_ZERO = 0.8
+MAX_DELAYED = 0.9
+STUDY_TASKS = 2
+
+
+def scan_settings(output_dir: Path, tasks: list[str], command: str = "") -> StudySettings:
+    return StudySettings(
+        name="position_task_scan",
+        tasks=tasks,
+        demos=("unimodal",),
+        variants=(ACT,),
+        delays=(0, 8),
+        train_seeds=(0,),
+        steps=(600, 2000),
+        equal_time=False,
+        workers=2,
+        output_dir=output_dir,
+        command=command,
+    )
+
+
+def expert_results(settings: StudySettings, tasks: list[str]) -> dict[str, str | None]:
+    """Per task, None if its scripted expert records the study's demonstrations under position targets,
+    else why not. Saved in `experts.json`, so a resumed scan does not record them again."""
+    path = settings.output_dir / "experts.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for task in tasks:
+        if task in results:
+            continue
+        try:
+            record_demos(task, settings.demo_episodes, "unimodal", max_steps=DEMO_MAX_STEPS,
+                         actions=settings.actions)
+            results[task] = None
+        except RuntimeError as error:
+            results[task] = str(error)
+        settings.output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def qualifying_budgets(rates: dict[tuple[int, int], float], budgets: list[int]) -> list[int]:
+    """The budgets at which ACT's success rates `{(steps, delay): rate}` meet the rule."""
+    return [
+        steps for steps in budgets
+        if rates[steps, 0] >= MIN_DELAY_ZERO and rates[steps, 8] <= MAX_DELAYED
+    ]
+
+
+def scan_table(rows: list[dict[str, Any]], experts: dict[str, str | None], budgets: list[int]) -> list[dict]:
+    """One entry per task: ACT's discard success rate per (steps, delay) and the budgets that qualify."""
+    entries = []
+    for task, failure in experts.items():
+        if failure is not None:
+            entries.append({"task": task, "expert": failure, "rates": {}, "qualifies_at": []})
+            continue
+        rates = {
+            (r["steps"], r["delay"]): r["success_rate"]
+            for r in rows
+            if r["task"] == task and r["mode"] == "discard" and r["budget"] == "equal_steps"
+        }
+        entries.append({
+            "task": task,
+            "expert": None,
+            "rates": {f"{steps}@{delay}": rate for (steps, delay), rate in rates.items()},
+            "qualifies_at": qualifying_budgets(rates, budgets),
+        })
+    return entries
+
+
+def delay_loss(entry: dict) -> float:
+    """ACT's loss from delay 0 to delay 8 at the smallest budget where the entry's task qualifies."""
+    steps = min(entry["qualifies_at"])
+    return entry["rates"][f"{steps}@0"] - entry["rates"][f"{steps}@8"]
+
+
+def study_tasks(entries: list[dict]) -> list[str]:
+    """The qualifying tasks where delay costs ACT most, `STUDY_TASKS` of them."""
+    qualifying = sorted((e for e in entries if e["qualifies_at"]), key=delay_loss, reverse=True)
+    return [e["task"] for e in qualifying[:STUDY_TASKS]]
+
+
+def scan_markdown(entries: list[dict], settings: StudySettings) -> str:
+    budgets = list(settings.steps)
+    headers = ["task", *(f"{steps} steps, delay {d}" for steps in budgets for d in (0, 8)), "qualifies at"]
+    table = []
+    for entry in entries:
+        if entry["expert"] is not None:
+            table.append([entry["task"], *["expert fails"] * (2 * len(budgets)), ""])
+            continue
+        table.append([
+            entry["task"],
+            *(f"{entry['rates'][f'{steps}@{d}']:.2f}" for steps in budgets for d in (0, 8)),
+            ", ".join(str(s) for s in entry["qualifies_at"]),
+        ])
+    qualifying = [e["task"] for e in entries if e["qualifies_at"]]
+    return "\n".join([
+        "# Task scan: LeRobot's ACT under position targets",
+        "",
+        f"Command: `{settings.command}`",
+        "",
+        f"ACT's success rate (discard, {settings.episodes_per_seed} episodes, training seed "
+        f"{settings.train_seeds[0]}, {settings.demo_episodes} unimodal demos) at delays 0 and 8. Held out "
+        f"of the project: {', '.join(HELD_OUT_TASKS)}.",
+        "",
+        f"Rule: a task qualifies at a budget where ACT reaches >= {MIN_DELAY_ZERO:.0%} at delay 0 and "
+        f"<= {MAX_DELAYED:.0%} at delay 8. The study takes the {STUDY_TASKS} qualifying tasks with ACT's "
+        "largest loss from delay 0 to delay 8 at the smallest budget where they qualify.",
+        "",
+        markdown_table(headers, table),
+        "",
+        f"Qualifying tasks: {', '.join(qualifying) if qualifying else 'none'}. The study's tasks: "
+        f"{', '.join(study_tasks(entries)) if qualifying else 'none'}.",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", type=Path, default=Path("results/position_task_scan"))
+    parser.add_argument("--tasks", nargs="+", default=None,
+                        help="default: every MetaWorld task with a scripted expert, less the held-out ones")
+    parser.add_argument("--episodes-per-seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    tasks = args.tasks or sorted(set(TASK_POLICY_MAPPING) - set(HELD_OUT_TASKS))
+    command = "act-rtc-alldelays-task-scan " + " ".join(sys.argv[1:] if argv is None else argv)
+    settings = scan_settings(args.output_dir, tasks, command.strip())
+    if args.episodes_per_seed is not None:
+        settings = replace(settings, episodes_per_seed=args.episodes_per_seed)
+    experts = expert_results(settings, tasks)
+    succeeding = [task for task in tasks if experts[task] is None]
+    rows = run_study(replace(settings, tasks=succeeding), log=print_now)
+    entries = scan_table(rows, experts, list(settings.steps))
+    (settings.output_dir / "task_scan.json").write_text(json.dumps(entries, indent=2) + "\n")
+    (settings.output_dir / "task_scan.md").write_text(scan_markdown(entries, settings))
+    print(scan_markdown(entries, settings))

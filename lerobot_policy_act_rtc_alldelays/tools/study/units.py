@@ -1,0 +1,104 @@
+"""A study's units, each saved when it finishes, so that a study resumes.
+
+A unit is one training run (task, demos, variant, training seed, steps) and its evaluation: the episodes and
+the prefix-reliance diagnostic of the trained model. Its file, `units/<task>/<demos>/<variant>/
+seed<k>_steps<n>.json` in the output folder, also holds the settings it ran under
+(`StudySettings.unit_settings`). A unit is written to a temporary file and renamed into place, so a run
+killed at any moment leaves whole units only: it loses at most the unit in progress.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..interleave import rotated
+from .settings import StudySettings
+from .training import Budget, training_runs
+
+UNITS_DIR = "units"
+
+
+@dataclass(frozen=True)
+class Unit:
+    task: str
+    demos: str
+    variant: str
+    train_seed: int
+    steps: int
+
+    def path(self, output_dir: Path) -> Path:
+        return (
+            output_dir / UNITS_DIR / self.task / self.demos / self.variant
+            / f"seed{self.train_seed}_steps{self.steps}.json"
+        )
+
+
+def save_unit(output_dir: Path, unit: Unit, settings: dict[str, Any], result: dict[str, Any]) -> None:
+    """Writes the unit's `result` with the `settings` it ran under, atomically."""
+    path = unit.path(output_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.partial")
+    temporary.write_text(json.dumps({"unit": vars(unit), "settings": settings, **result}) + "\n")
+    os.replace(temporary, path)
+
+
+def load_unit(output_dir: Path, unit: Unit) -> dict[str, Any] | None:
+    """The saved result of `unit`, or None if it has not finished."""
+    path = unit.path(output_dir)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def refuse_other_settings(output_dir: Path, settings: dict[str, Any]) -> None:
+    """Raises if a unit in `output_dir` was made under other settings: its results would not be comparable
+    with the units this run adds."""
+    for path in sorted((output_dir / UNITS_DIR).glob("**/*.json")):
+        saved = json.loads(path.read_text())["settings"]
+        if saved != settings:
+            differences = {
+                key: (saved.get(key), settings.get(key))
+                for key in sorted(set(saved) | set(settings))
+                if saved.get(key) != settings.get(key)
+            }
+            described = "; ".join(f"{key}: {old!r} there, {new!r} now" for key, (old, new) in
+                                  differences.items())
+            raise ValueError(
+                f"{path} was made under other settings ({described}), so this run cannot resume the "
+                f"study in {output_dir} without mixing incomparable results. Run with the settings of that "
+                "study to resume it, or choose another --output-dir (or --name) for a new study."
+            )
+
+
+def planned_units(
+    settings: StudySettings, task: str, demos: str, time_steps_by_variant: dict[str, int]
+) -> list[tuple[Unit, list[Budget]]]:
+    """The units of one task and demo condition with the budgets each serves, in the order they run:
+    seeds, then variants rotated per seed (so a drifting machine load spreads over all variants), then
+    step counts ascending (a longer run continues the shorter one's training)."""
+    planned = []
+    for index, train_seed in enumerate(settings.train_seeds):
+        for variant in rotated(list(settings.variants), index):
+            for steps, budgets in training_runs(settings, time_steps_by_variant.get(variant)):
+                planned.append((Unit(task, demos, variant, train_seed, steps), budgets))
+    return planned
+
+
+def planned_records(
+    settings: StudySettings, time_steps_by_variant: dict[str, int]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The episodes and diagnostics of every finished unit that these settings plan, each labelled once per
+    budget that its model serves."""
+    episodes: list[dict[str, Any]] = []
+    diagnostics: list[dict[str, Any]] = []
+    for task in settings.tasks:
+        for demos in settings.demos:
+            for unit, budgets in planned_units(settings, task, demos, time_steps_by_variant):
+                result = load_unit(settings.output_dir, unit)
+                if result is None:
+                    continue
+                for budget, steps in budgets:
+                    labels = {**vars(unit), **result["labels"], "budget": budget, "steps": steps}
+                    episodes += [{**e, **labels} for e in result["episodes"]]
+                    diagnostics += [{**d, **labels} for d in result["diagnostics"]]
+    return episodes, diagnostics
