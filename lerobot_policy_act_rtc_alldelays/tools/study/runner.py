@@ -143,7 +143,7 @@ def study_meta(settings: StudySettings) -> dict[str, Any]:
     saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
     same_reference = saved.get("time_reference") == meta["time_reference"]
     # A resumed study's wall-clock adds this run's to the earlier runs' (each up to its last summary).
-    meta["earlier_runs_minutes"] = saved.get("wall_clock_minutes", 0.0)
+    meta["earlier_runs_minutes"] = meta["wall_clock_minutes"] = saved.get("wall_clock_minutes", 0.0)
     if not settings.equal_time:
         meta["seconds_per_step"] = {}  # only the equal wall-clock budget needs the step times
     elif same_reference and set(settings.variants) <= set(saved.get("seconds_per_step", {})):
