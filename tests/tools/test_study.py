@@ -542,7 +542,7 @@ def test_verdicts_judge_at_the_smallest_budget_where_act_reaches_80_percent_at_d
         summary_row("default", "discard", 8, 50, steps=2000, discontinuity=1.5),
     ]
     assert judged_budgets(rows) == {("t", "unimodal"): 2000}
-    verdicts = {v["delay"]: v for v in verdict_rows(rows, "default", "discard")}
+    verdicts = {v["delay"]: v for v in verdict_rows(rows, ("default", "discard"))}
     assert verdicts[0]["not_worse_wilson"] and verdicts[0]["smoother"] is None  # 85 inside 80's interval
     assert not verdicts[8]["not_worse_wilson"] and verdicts[8]["smoother"]  # 70 above 50's; smoother joins
 

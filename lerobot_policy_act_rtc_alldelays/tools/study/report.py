@@ -13,7 +13,7 @@ from .settings import TEMPORAL_ENSEMBLE, StudySettings
 from .statistics import expand_delay_zero, summarize, summarize_diagnostics
 from .units import UNITS_DIR, planned_records
 from .variants import ACT
-from .verdicts import verdicts_markdown
+from .verdicts import ACT_DISCARD, verdicts_markdown
 
 
 def success_cell(row: dict[str, Any]) -> str:
@@ -56,8 +56,10 @@ def study_markdown(
         for r in rows
     ]
     rtc_variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if v != ACT]
-    candidates = [(variant, mode) for variant in rtc_variants for mode in ("discard", "prefix")]
-    tables = (markdown_table(headers, table) + "\n" + verdicts_markdown(rows, candidates)
+    # Each RTC variant in both modes against ACT, and its prefix against its discard.
+    comparisons = [((v, mode), ACT_DISCARD) for v in rtc_variants for mode in ("discard", "prefix")]
+    comparisons += [((v, "prefix"), (v, "discard")) for v in rtc_variants]
+    tables = (markdown_table(headers, table) + "\n" + verdicts_markdown(rows, comparisons)
               + reliance_markdown(diagnostic_rows))
     return "\n".join(lines) + "\n" + tables
 

@@ -1,11 +1,12 @@
-"""A study's verdicts against LeRobot's ACT, computed from its summary rows rather than read off by hand.
+"""A study's verdicts, computed from its summary rows rather than read off by hand.
 
-For each task and demo condition the judged budget is the smallest equal-steps budget at which ACT reaches
-`ACT_MIN_DELAY_ZERO` at delay 0 (below that the comparison ranks nothing). There, at every delay, a variant
-in a mode is "not worse" than ACT when ACT's success rate lies inside or below the variant's interval:
-Wilson's over episodes, and the seed bootstrap's (`statistics.seed_bootstrap_interval`), both reported, so a
-verdict names the interval it rests on. Its joins are "smoother" when its mean chunk-join discontinuity is
-below ACT's.
+For each task and demo condition the judged budget is the smallest equal-steps budget at which LeRobot's ACT
+reaches `ACT_MIN_DELAY_ZERO` at delay 0 (below that the comparison ranks nothing). There, at every delay, a
+candidate (a variant in a mode) is "not worse" than a reference (LeRobot's ACT, or the same variant in the
+other mode) when the reference's success rate lies inside or below the candidate's interval: Wilson's over
+episodes, and the seed bootstrap's (`statistics.seed_bootstrap_interval`), both reported, so a verdict names
+the interval it rests on. Its joins are "smoother" when its mean chunk-join discontinuity is below the
+reference's.
 """
 
 from typing import Any
@@ -15,6 +16,7 @@ from .statistics import not_worse
 from .variants import ACT
 
 ACT_MIN_DELAY_ZERO = 0.8
+ACT_DISCARD = (ACT, "discard")  # LeRobot's ACT as it runs under a delay: plain chunking
 
 
 def judged_budgets(rows: list[dict[str, Any]]) -> dict[tuple[str, str], int | None]:
@@ -32,70 +34,76 @@ def judged_budgets(rows: list[dict[str, Any]]) -> dict[tuple[str, str], int | No
     return budgets
 
 
-def verdict_rows(rows: list[dict[str, Any]], variant: str, mode: str) -> list[dict[str, Any]]:
-    """`variant` in `mode` against ACT (discard) at each delay of each task and demo condition, at the judged
-    budget."""
+def verdict_rows(
+    rows: list[dict[str, Any]], candidate: tuple[str, str], reference: tuple[str, str] = ACT_DISCARD
+) -> list[dict[str, Any]]:
+    """The candidate (variant, mode) against the reference at each delay that both ran, of each task and demo
+    condition, at the judged budget."""
     index = {(r["budget"], r["steps"], r["task"], r["demos"], r["variant"], r["mode"], r["delay"]): r
              for r in rows}
     verdicts = []
     for (task, demos), steps in judged_budgets(rows).items():
         if steps is None:
             continue
-        delays = sorted({r["delay"] for r in rows if r["task"] == task and r["variant"] == ACT})
-        for delay in delays:
-            act = index.get(("equal_steps", steps, task, demos, ACT, "discard", delay))
-            candidate = index.get(("equal_steps", steps, task, demos, variant, mode, delay))
-            if act is None or candidate is None:
+        for delay in sorted({r["delay"] for r in rows if r["task"] == task}):
+            cells = [index.get(("equal_steps", steps, task, demos, *side, delay))
+                     for side in (candidate, reference)]
+            if None in cells:
                 continue
+            new, old = cells
             smoother = None
-            if delay > 0 and None not in (act["discontinuity_mean"], candidate["discontinuity_mean"]):
-                smoother = candidate["discontinuity_mean"] < act["discontinuity_mean"]
+            if delay > 0 and None not in (new["discontinuity_mean"], old["discontinuity_mean"]):
+                smoother = new["discontinuity_mean"] < old["discontinuity_mean"]
             verdicts.append({
                 "task": task, "demos": demos, "steps": steps, "delay": delay,
-                "variant": variant, "mode": mode,
-                "act": act, "candidate": candidate,
-                "not_worse_wilson": not_worse(candidate, act, "wilson"),
-                "not_worse_seed": not_worse(candidate, act, "seed"),
+                "candidate": new, "reference": old,
+                "not_worse_wilson": not_worse(new, old, "wilson"),
+                "not_worse_seed": not_worse(new, old, "seed"),
                 "smoother": smoother,
             })
     return verdicts
 
 
-def verdicts_markdown(rows: list[dict[str, Any]], candidates: list[tuple[str, str]]) -> str:
-    """One table per (variant, mode) of `candidates`, and a count of the cells each verdict holds in."""
+def verdicts_markdown(
+    rows: list[dict[str, Any]], comparisons: list[tuple[tuple[str, str], tuple[str, str]]]
+) -> str:
+    """One table per (candidate, reference) of `comparisons`, and a count of the cells each verdict holds
+    in."""
     budgets = judged_budgets(rows)
     lines = [
-        "## Verdicts against LeRobot's ACT",
+        "## Verdicts",
         "",
         f"At the smallest equal-steps budget where ACT reaches {ACT_MIN_DELAY_ZERO:.0%} at delay 0, per task "
         "and demo condition: "
         + "; ".join(f"{task} {demos}: {steps if steps else 'none (no verdict)'}"
                     for (task, demos), steps in budgets.items())
-        + ". Not worse: ACT's rate inside or below the candidate's Wilson (episodes) or seed-bootstrap "
-        "interval. Smoother: lower mean chunk-join discontinuity than ACT (delays > 0).",
+        + ". Not worse: the reference's rate inside or below the candidate's Wilson (episodes) or "
+        "seed-bootstrap interval. Smoother: lower mean chunk-join discontinuity than the reference "
+        "(delays > 0).",
     ]
-    for variant, mode in candidates:
-        verdicts = verdict_rows(rows, variant, mode)
+    for candidate, reference in comparisons:
+        verdicts = verdict_rows(rows, candidate, reference)
         if not verdicts:
             continue
         table = [
             [
                 v["task"], v["demos"], v["steps"], v["delay"],
-                f"{v['act']['successes']}/{v['act']['episodes']}",
+                f"{v['reference']['successes']}/{v['reference']['episodes']}",
                 f"{v['candidate']['successes']}/{v['candidate']['episodes']}",
                 _yes_no(v["not_worse_wilson"]), _yes_no(v["not_worse_seed"]),
-                v["act"]["discontinuity_mean"], v["candidate"]["discontinuity_mean"], _yes_no(v["smoother"]),
+                v["reference"]["discontinuity_mean"], v["candidate"]["discontinuity_mean"],
+                _yes_no(v["smoother"]),
             ]
             for v in verdicts
         ]
         delayed = [v for v in verdicts if v["delay"] > 0]
         lines += [
             "",
-            f"### `{variant}` ({mode}) against ACT",
+            f"### `{name(candidate)}` against `{name(reference)}`",
             "",
             markdown_table(
-                ["task", "demos", "steps", "delay", "ACT", variant, "not worse (Wilson)", "not worse (seeds)",
-                 "ACT discont.", f"{variant} discont.", "smoother"],
+                ["task", "demos", "steps", "delay", name(reference), name(candidate), "not worse (Wilson)",
+                 "not worse (seeds)", "reference discont.", "candidate discont.", "smoother"],
                 table,
             ),
             "",
@@ -104,6 +112,10 @@ def verdicts_markdown(rows: list[dict[str, Any]], candidates: list[tuple[str, st
             f"joins in {sum(bool(v['smoother']) for v in delayed)} of {len(delayed)} delayed cells.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def name(side: tuple[str, str]) -> str:
+    return f"{side[0]} {side[1]}"
 
 
 def _yes_no(value: bool | None) -> str:
