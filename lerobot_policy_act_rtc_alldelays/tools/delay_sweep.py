@@ -9,7 +9,7 @@ checkpoint, says how an action is executed), the one `act-rtc-alldelays-metaworl
 recorded:
 
 - `position` (the default): each env is wrapped in `metaworld_position.PositionTargets`, which turns the
-  policy's end-effector target into MetaWorld's delta from the hand in the env's latest observation;
+  policy's end-effector target into MetaWorld's delta from the hand's commanded position;
 - `delta`: the actions go to LeRobot's env unchanged, as in `lerobot-eval`.
 
 `select_action` emulates the delay:

@@ -2,9 +2,9 @@
 
 1. Records `--episodes` successful expert episodes of `--task` at `--image-size` px (`metaworld_demos`),
    with actions in the `--actions` space: end-effector position targets by default, as a robot arm like the
-   SO-101 is driven; `--actions delta` records MetaWorld's native deltas (the project's first runs).
-2. Trains `act_relative_rtc_alldelays` with the real `lerobot-train` CLI and the policy's defaults, so
-   relative actions (position targets are in the state's space: the policy predicts them relative to the
+   SO-101 is driven; `--actions delta` records MetaWorld's native deltas.
+2. Trains `act_relative_rtc_alldelays` with the real `lerobot-train` CLI, leaving the policy's default
+   relative actions on (position targets are in the state's space: the policy predicts them relative to the
    measured hand and gripper); under `--actions delta`, absolute actions
    (`--policy.predict_relative_actions=false`: a delta is not in the state's space). ResNet18 from scratch,
    no VAE, a small transformer. Any `--key=value` argument this script does not know is passed on to
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
 
         dataset = LeRobotDataset(f"local/metaworld_{args.task}", root=dataset_root)
         print(f"[1/3] Reusing the dataset in {dataset_root}")
-        # A work dir from before position targets holds deltas: training or evaluating them as targets
+        # A work dir recorded in the other action space: training or evaluating its actions as this one's
         # would run without error and mean nothing.
         names = dataset.meta.features["action"]["names"]
         if names != ACTION_NAMES[args.actions]:

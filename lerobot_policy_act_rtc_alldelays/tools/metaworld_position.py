@@ -9,7 +9,7 @@ moves the commanded position toward the target, clipped to [-1, 1], so the comma
 `action_scale` (1 cm) a step, as a position controller saturates, and holds still at a target reached. The
 measured hand lags the command while it moves, as a servo's measured position lags its goal. (Deltas from
 the measured hand instead would integrate that lag into the command and oscillate about a fixed target.)
-The gripper command (MetaWorld's finger actuator goal, -1 closes, +1 opens) is the same in both spaces.
+The gripper command (MetaWorld's finger actuator goal, +1 closes, -1 opens) is the same in both spaces.
 
 `PositionTargets` drives an env that takes MetaWorld's deltas (LeRobot's `MetaworldEnv`) with position
 actions.

@@ -21,11 +21,13 @@ Actions come in one of two spaces (`ACTION_SPACES`):
   from the hand's commanded position, clipped to [-1, 1]: the command moves toward the target by at most
   `action_scale` (1 cm) a step, as a position controller saturates, and the hand follows it (see
   `metaworld_position`).
-- `delta`: MetaWorld's native action, end-effector deltas in [-1, 1] (the project's first studies).
+- `delta`: MetaWorld's native action, end-effector deltas in [-1, 1] (what `results/metaworld_state_study*`
+  ran).
 
-The gripper command is MetaWorld's finger actuator command in [-1, 1] (-1 closes, +1 opens), recorded as
-the expert gives it in both spaces: MetaWorld's fingers are position-servoed, so this command is the
-gripper's goal, as an SO-101 dataset records the gripper's goal position beside the arm's. With relative
+The gripper command is MetaWorld's finger actuator command in [-1, 1] (+1 closes, -1 opens), recorded as
+the expert gives it in both spaces: it is the goal of the fingers' position servos, as an SO-101 dataset
+records the gripper's goal position beside the arm's (a goal far beyond the fingers' 4 cm travel, so it
+acts as a saturated closing or opening force). With relative
 actions on, the policy subtracts every state dimension from the action dimension of the same index, the
 gripper's too (goal minus measured opening, as for an SO-101's gripper joint); the subtraction is undone
 exactly at inference, and the relative-action statistics absorb that the opening is in other units.

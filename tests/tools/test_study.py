@@ -442,6 +442,11 @@ def test_a_study_refuses_to_resume_under_other_settings(tmp_path):
         run_study(replace(settings, lr=1e-3), log=lambda message: None)
     extended = run_study(replace(settings, steps=(4, 8)), log=lambda message: None)  # more units: resumes
     assert {row["steps"] for row in extended} == {4, 8}
+    older = tmp_path / "older"  # a study saved as episodes files, before units
+    older.mkdir()
+    (older / "episodes_hammer-v3.jsonl").write_text("")
+    with pytest.raises(ValueError, match="without units"):
+        run_study(replace(settings, output_dir=older), log=lambda message: None)
 
 
 def cell_episodes(successes: list[int], episodes: list[int], **labels: object) -> list[dict]:
@@ -519,9 +524,10 @@ def test_not_worse_when_the_references_rate_is_inside_or_below_the_candidates_in
 
 
 def test_the_task_scan_rule_needs_act_good_at_delay_zero_and_losing_at_delay_eight():
-    rates = {(600, 0): 0.79, (600, 8): 0.5, (2000, 0): 0.8, (2000, 8): 0.9}
+    rates = {(600, 0): 0.79, (600, 8): 0.5, (2000, 0): 0.95, (2000, 8): 0.9}
     assert qualifying_budgets(rates, [600, 2000]) == [2000]
-    assert qualifying_budgets({**rates, (2000, 8): 0.91}, [600, 2000]) == []  # delay costs ACT nothing
+    assert qualifying_budgets({**rates, (2000, 8): 0.91}, [600, 2000]) == []  # above 90% at delay 8
+    assert qualifying_budgets({**rates, (2000, 0): 0.85}, [600, 2000]) == []  # the delay cost nothing
 
 
 def summary_row(variant: str, mode: str, delay: int, successes: int, steps: int = 600, **extra) -> dict:
@@ -545,6 +551,9 @@ def test_verdicts_judge_at_the_smallest_budget_where_act_reaches_80_percent_at_d
     verdicts = {v["delay"]: v for v in verdict_rows(rows, ("default", "discard"))}
     assert verdicts[0]["not_worse_wilson"] and verdicts[0]["smoother"] is None  # 85 inside 80's interval
     assert not verdicts[8]["not_worse_wilson"] and verdicts[8]["smoother"]  # 70 above 50's; smoother joins
+    # One variant's two modes share their delay-0 episodes: no verdict there.
+    rows += [summary_row("default", "prefix", d, 80, steps=2000) for d in (0, 8)]
+    assert [v["delay"] for v in verdict_rows(rows, ("default", "prefix"), ("default", "discard"))] == [8]
 
 
 def test_the_study_takes_the_qualifying_tasks_where_delay_costs_act_most():
@@ -563,5 +572,7 @@ def test_relative_actions_under_position_targets_unless_the_variant_pins_them_of
     assert not policy_config("absolute", position).predict_relative_actions
     assert not policy_config("default", delta).predict_relative_actions  # a delta is not in the state's space
     # With relative actions the model normalizes state and actions itself: the preprocessor leaves them raw.
-    assert set(policy_config("default", position).normalization_mapping) >= {"ENV"}
-    assert policy_config("default", position).normalization_mapping["ACTION"].value == "IDENTITY"
+    mapping = policy_config("default", position).normalization_mapping
+    assert {kind: mode.value for kind, mode in mapping.items() if kind in ("STATE", "ENV", "ACTION")} == {
+        "STATE": "IDENTITY", "ENV": "MEAN_STD", "ACTION": "IDENTITY"
+    }

@@ -25,7 +25,8 @@ def parse_args(argv: list[str] | None) -> StudySettings:
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="rewrite summary.json/.md and the plots from the episodes files of --output-dir and exit",
+        help="rewrite summary.json/.md and the plots from the units (or episodes files) of --output-dir, "
+        "and exit",
     )
     parser.add_argument(
         "--env-step-times",
@@ -39,7 +40,7 @@ def parse_args(argv: list[str] | None) -> StudySettings:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(defaults.variants))
     parser.add_argument("--actions", choices=ACTION_SPACES, default=defaults.actions,
                         help="position: absolute hand targets, as robot arms are driven; delta: MetaWorld's "
-                        "end-effector deltas (the first studies)")
+                        "end-effector deltas (what results/metaworld_state_study* ran)")
     parser.add_argument("--delays", type=int, nargs="+", default=list(defaults.delays))
     parser.add_argument("--train-seeds", type=int, nargs="+", default=list(defaults.train_seeds))
     parser.add_argument("--demo-episodes", type=int, default=defaults.demo_episodes)

@@ -11,7 +11,7 @@ import numpy as np
 from ..report import markdown_table, write_report
 from .settings import TEMPORAL_ENSEMBLE, StudySettings
 from .statistics import expand_delay_zero, summarize, summarize_diagnostics
-from .units import UNITS_DIR, planned_records
+from .units import UNITS_DIR, planned_records, write_json_atomically
 from .variants import ACT
 from .verdicts import ACT_DISCARD, verdicts_markdown
 
@@ -175,7 +175,7 @@ def write_outputs(
     markdown = study_markdown(rows, diagnostic_rows, meta)
     write_report(output_dir, "summary", rows, markdown, plot_figures(rows) if figures else None)
     (output_dir / "prefix_reliance.json").write_text(json.dumps(diagnostic_rows, indent=2) + "\n")
-    (output_dir / "study_meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    write_json_atomically(output_dir / "study_meta.json", meta, indent=2)
     return rows
 
 

@@ -3,8 +3,9 @@ training pay off when inference takes `d` control steps, and do the remedies aga
 
 For every task and demonstration condition (unimodal: the scripted expert; multimodal: a random detour left
 or right first; noisy: the expert's actions recorded but executed with noise, see `metaworld_state`), every
-variant is trained from scratch on the same demonstrations, with the same seeds and batches, then evaluated
-in closed loop. The variants are named config overrides (`variants.py`):
+variant is trained on the same demonstrations, with the same seeds and batches, then evaluated in closed
+loop (a longer budget trains on from the shorter one's model: the same batches, so the same model as
+training from scratch). The variants are named config overrides (`variants.py`):
 
 - `act`: LeRobot's ACT. Plain chunking: `discard` at every delay (the next chunk ignores the `d` actions
   still executing and its first `d` actions are dropped), and temporal ensembling at delay 0 as a reference.
@@ -12,6 +13,7 @@ in closed loop. The variants are named config overrides (`variants.py`):
   random delay per sample, all delays by batch expansion, or all delays under shared-observation attention.
 - `state`: `on` with the robot-state token; `dropout`, `noise`, `k2`, `k3`: `state` with half of the
   prefixes masked, noise on the prefix, or 2 or 3 delays drawn per sample.
+- `absolute`: the shipped defaults with `predict_relative_actions=false`.
 - `default`: the package's shipped config defaults, whatever they are at run time.
 
 The RTC variants are evaluated in both `prefix` and `discard` mode (`rtc_inference_mode`). At delay 0 a new
@@ -21,25 +23,26 @@ frames at each delay > 0 (`prefix_reliance`).
 
 Training budgets, each row labelled with `budget` and its nominal `steps`:
 - equal steps: every variant trains each of `--steps` (a budget scan when several are given);
-- equal wall-clock: every variant trains for the time the reference variant (`--time-reference`; by
-  default `off` if studied, else `default`) needs for `--time-steps` steps (default: the first of
-  `--steps`). The time per step of each variant comes from ONE interleaved calibration run at the start (a
-  few steps of each variant in turn, repeated; medians), so a drifting load on a shared machine hits every
-  variant alike; a variant's equal-time steps are `time_steps * t(reference) / t(variant)`. A variant whose
-  equal-time steps equal one of its equal-steps runs reuses that run.
+- equal wall-clock: every variant trains for the time the reference variant (`--time-reference`; by default
+  `off` if studied, else `default`) needs for `--time-steps` steps (default: the first of `--steps`). The time
+  per step of each variant comes from ONE interleaved calibration run at the start (a few steps of each
+  variant in turn, repeated; medians; a resumed study keeps its own), so a drifting load on a shared machine
+  hits every variant alike; a variant's equal-time steps are `time_steps * t(reference) / t(variant)`. A
+  variant whose equal-time steps equal one of its equal-steps runs reuses that run.
 
-Evaluation runs through LeRobot's own `rollout` with a `SyncVectorEnv` of state envs: one batched policy
-call per control step for all episodes of a cell. Episodes of all cells use the same env seeds (from
-`--eval-seed`, never used for demonstrations: those start at 0); training seed `k` gets its own block of
-env seeds, and a cell pools the episodes of every training seed. Because all envs of a rollout reset
-together, chunks start at the same steps in every env: every `n_action_steps` steps from step 0 (also under
-a delay, in both modes), which is what the discontinuity measure uses.
+Evaluation runs through LeRobot's own `rollout` with a `SyncVectorEnv` of state envs: one batched policy call
+per control step for all episodes of a cell. Episodes of all cells use the same env seeds (from `--eval-seed`,
+never used for demonstrations: those start at 0); training seed `k` gets its own block of env seeds (the
+`k`-th), and a cell pools the episodes of every training seed. Because all envs of a rollout reset together,
+chunks start at the same steps in every env: every `n_action_steps` steps from step 0 (also under a delay, in
+both modes), which is what the discontinuity measure uses.
 
-Per cell: successes with a Wilson 95% interval, chunk-join discontinuity (mean jump at a chunk switch over
-the mean step-to-step change inside chunks, per episode: mean, std and pooled), and per-seed figures.
-Actions are position targets by default (`--actions position`; `--actions delta` reproduces the first
-studies): see `metaworld_state`. The shipped defaults then predict relative actions; each row says so
-(`actions`, `relative`).
+Per cell: successes with a Wilson 95% interval, chunk-join discontinuity (mean jump at a chunk switch over the
+mean step-to-step change inside chunks, per episode: mean, std and pooled), per-seed figures and a
+seed-bootstrap interval; `summary.md` ends with the verdicts (`verdicts`). Actions are position targets by
+default (`--actions position`; `--actions delta` runs MetaWorld's deltas, as `results/metaworld_state_study*`
+did): see `metaworld_state`. The shipped defaults then predict relative actions; each row says so (`actions`,
+`relative`).
 
 Each unit (task, demos, variant, training seed, steps: a training and its evaluation) is saved in
 `units/` when it finishes, with the settings it ran under (`units`). Running the same command again resumes:
@@ -70,7 +73,7 @@ from .evaluation import evaluate_model, make_vector_env
 from .report import write_outputs
 from .settings import DEMO_MAX_STEPS, StudySettings
 from .training import Trainer, calibrate, equal_time_steps
-from .units import planned_records, planned_units, refuse_other_settings, save_unit
+from .units import planned_records, planned_units, refuse_other_settings, save_unit, write_json_atomically
 from .variants import ACT, DESCRIPTIONS
 
 
@@ -88,7 +91,7 @@ def run_study(settings: StudySettings, log: Callable[[str], None] = print) -> li
     log(f"[{_minutes(start)}] calibration (ms/step): "
         f"{ {v: round(t * 1000, 1) for v, t in meta['seconds_per_step'].items()} }; equal wall-clock steps: "
         f"{meta['equal_time_steps']}")
-    (out / "study_meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    write_json_atomically(out / "study_meta.json", meta, indent=2)
 
     def update(status: str) -> list[dict[str, Any]]:
         meta["wall_clock_minutes"] = meta["earlier_runs_minutes"] + (time.perf_counter() - start) / 60
@@ -141,7 +144,10 @@ def study_meta(settings: StudySettings) -> dict[str, Any]:
     }
     saved_path = settings.output_dir / "study_meta.json"
     saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
-    same_reference = saved.get("time_reference") == meta["time_reference"]
+    same_reference = bool(saved) and saved["time_reference"] == meta["time_reference"] and (
+        StudySettings(**{**saved["settings"], "output_dir": settings.output_dir}).unit_settings()
+        == settings.unit_settings()
+    )
     # A resumed study's wall-clock adds this run's to the earlier runs' (each up to its last summary).
     meta["earlier_runs_minutes"] = meta["wall_clock_minutes"] = saved.get("wall_clock_minutes", 0.0)
     if not settings.equal_time:
@@ -190,8 +196,7 @@ def run_task(
             for unit, budgets in planned:
                 if unit.path(out).exists():
                     continue
-                index = settings.train_seeds.index(unit.train_seed)
-                seeds = [settings.eval_seed + index * n_eval + i for i in range(n_eval)]
+                seeds = [settings.eval_seed + unit.train_seed * n_eval + i for i in range(n_eval)]
                 continues = trained == (unit.variant, unit.train_seed) and trainer.steps <= unit.steps
                 if not continues:
                     trainer = Trainer(unit.variant, unit.train_seed, settings, data)

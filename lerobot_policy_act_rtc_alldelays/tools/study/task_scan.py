@@ -3,10 +3,10 @@
 LeRobot's ACT alone, at delays 0 and 8, at two budgets, one training seed, on every MetaWorld task whose
 scripted expert succeeds, except the tasks the project keeps out for independent checks (`HELD_OUT_TASKS`).
 A task qualifies for the study when ACT, at some budget, reaches `MIN_DELAY_ZERO` at delay 0 (so the
-comparison ranks something) and falls to `MAX_DELAYED` or below at delay 8 at that budget (so a delay costs
-it something). The study takes the `STUDY_TASKS` qualifying tasks where ACT loses most from delay 0 to delay
-8 at the smallest budget that qualifies. The scan is a study (`run_study`): it resumes like one. Writes
-`task_scan.md` and `task_scan.json` beside the study's outputs.
+comparison ranks something) and loses success at delay 8, to `MAX_DELAYED` or less, at that budget (so a
+delay costs it something). The study takes the `STUDY_TASKS` qualifying tasks where ACT loses most from
+delay 0 to delay 8 at the smallest budget that qualifies. The scan is a study (`run_study`): it resumes like
+one. Writes `task_scan.md` and `task_scan.json` beside the study's outputs.
 """
 
 import argparse
@@ -22,6 +22,7 @@ from ..metaworld_state import record_demos
 from ..report import markdown_table
 from .runner import print_now, run_study
 from .settings import DEMO_MAX_STEPS, StudySettings
+from .units import write_json_atomically
 from .variants import ACT
 
 HELD_OUT_TASKS = (
@@ -62,23 +63,27 @@ def expert_results(settings: StudySettings, tasks: list[str]) -> dict[str, str |
             results[task] = None
         except RuntimeError as error:
             results[task] = str(error)
-        settings.output_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
+        write_json_atomically(path, results, indent=2)
     return results
 
 
 def qualifying_budgets(rates: dict[tuple[int, int], float], budgets: list[int]) -> list[int]:
     """The budgets at which ACT's success rates `{(steps, delay): rate}` meet the rule."""
-    return [
-        steps for steps in budgets
-        if rates[steps, 0] >= MIN_DELAY_ZERO and rates[steps, 8] <= MAX_DELAYED
-    ]
+    qualifying = []
+    for steps in budgets:
+        at_zero, at_eight = rates[steps, 0], rates[steps, 8]
+        if at_zero >= MIN_DELAY_ZERO and at_eight <= MAX_DELAYED and at_eight < at_zero:
+            qualifying.append(steps)
+    return qualifying
 
 
-def scan_table(rows: list[dict[str, Any]], experts: dict[str, str | None], budgets: list[int]) -> list[dict]:
+def scan_table(
+    rows: list[dict[str, Any]], experts: dict[str, str | None], tasks: list[str], budgets: list[int]
+) -> list[dict]:
     """One entry per task: ACT's discard success rate per (steps, delay) and the budgets that qualify."""
     entries = []
-    for task, failure in experts.items():
+    for task in tasks:
+        failure = experts[task]
         if failure is not None:
             entries.append({"task": task, "expert": failure, "rates": {}, "qualifies_at": []})
             continue
@@ -132,8 +137,8 @@ def scan_markdown(entries: list[dict], settings: StudySettings) -> str:
         f"of the project: {', '.join(HELD_OUT_TASKS)}.",
         "",
         f"Rule: a task qualifies at a budget where ACT reaches >= {MIN_DELAY_ZERO:.0%} at delay 0 and "
-        f"<= {MAX_DELAYED:.0%} at delay 8. The study takes the {STUDY_TASKS} qualifying tasks with ACT's "
-        "largest loss from delay 0 to delay 8 at the smallest budget where they qualify.",
+        f"loses success at delay 8, to <= {MAX_DELAYED:.0%}. The study takes the {STUDY_TASKS} qualifying "
+        "tasks with ACT's largest loss from delay 0 to delay 8 at the smallest budget where they qualify.",
         "",
         markdown_table(headers, table),
         "",
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     experts = expert_results(settings, tasks)
     succeeding = [task for task in tasks if experts[task] is None]
     rows = run_study(replace(settings, tasks=succeeding), log=print_now)
-    entries = scan_table(rows, experts, list(settings.steps))
+    entries = scan_table(rows, experts, tasks, list(settings.steps))
     (settings.output_dir / "task_scan.json").write_text(json.dumps(entries, indent=2) + "\n")
     (settings.output_dir / "task_scan.md").write_text(scan_markdown(entries, settings))
     print(scan_markdown(entries, settings))

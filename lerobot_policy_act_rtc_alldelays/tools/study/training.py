@@ -33,7 +33,8 @@ def predicts_relative_actions(variant: str, settings: StudySettings) -> bool:
     deltas, which are not targets in the state's space."""
     if variant == ACT or settings.actions == "delta":
         return False
-    return variant_overrides(variant).get("predict_relative_actions", True)
+    shipped = ACTRelativeRTCAllDelaysConfig.predict_relative_actions  # the dataclass field's default
+    return variant_overrides(variant).get("predict_relative_actions", shipped)
 
 
 def policy_config(variant: str, settings: StudySettings) -> PreTrainedConfig:

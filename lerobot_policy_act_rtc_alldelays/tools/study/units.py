@@ -35,13 +35,18 @@ class Unit:
         )
 
 
+def write_json_atomically(path: Path, value: Any, indent: int | None = None) -> None:
+    """Writes `value` to `path` through a temporary file renamed into place: a reader (a resumed run)
+    never finds a half-written file, whenever the writer is killed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".partial")
+    temporary.write_text(json.dumps(value, indent=indent, default=str) + "\n")
+    os.replace(temporary, path)
+
+
 def save_unit(output_dir: Path, unit: Unit, settings: dict[str, Any], result: dict[str, Any]) -> None:
     """Writes the unit's `result` with the `settings` it ran under, atomically."""
-    path = unit.path(output_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".json.partial")
-    temporary.write_text(json.dumps({"unit": vars(unit), "settings": settings, **result}) + "\n")
-    os.replace(temporary, path)
+    write_json_atomically(unit.path(output_dir), {"unit": vars(unit), "settings": settings, **result})
 
 
 def load_unit(output_dir: Path, unit: Unit) -> dict[str, Any] | None:
@@ -51,8 +56,15 @@ def load_unit(output_dir: Path, unit: Unit) -> dict[str, Any] | None:
 
 
 def refuse_other_settings(output_dir: Path, settings: dict[str, Any]) -> None:
-    """Raises if a unit in `output_dir` was made under other settings: its results would not be comparable
-    with the units this run adds."""
+    """Raises if `output_dir` holds a study this run cannot extend: one from before units (its episodes
+    files would be dropped from the summary), or a unit made under other settings (its results would not be
+    comparable with the units this run adds)."""
+    if any(output_dir.glob("episodes_*.jsonl*")) and not (output_dir / UNITS_DIR).exists():
+        raise ValueError(
+            f"{output_dir} holds a study saved as episodes files, without units, which this run cannot "
+            "extend: its summary would be replaced by this run's. Choose another --output-dir for a new "
+            "study."
+        )
     for path in sorted((output_dir / UNITS_DIR).glob("**/*.json")):
         saved = json.loads(path.read_text())["settings"]
         if saved != settings:
@@ -66,7 +78,7 @@ def refuse_other_settings(output_dir: Path, settings: dict[str, Any]) -> None:
             raise ValueError(
                 f"{path} was made under other settings ({described}), so this run cannot resume the "
                 f"study in {output_dir} without mixing incomparable results. Run with the settings of that "
-                "study to resume it, or choose another --output-dir (or --name) for a new study."
+                "study to resume it, or choose another --output-dir for a new study."
             )
 
 

@@ -46,19 +46,22 @@ def verdict_rows(
         if steps is None:
             continue
         for delay in sorted({r["delay"] for r in rows if r["task"] == task}):
+            if delay == 0 and candidate[0] == reference[0]:
+                continue  # one variant's two modes at delay 0 are the same episodes
             cells = [index.get(("equal_steps", steps, task, demos, *side, delay))
                      for side in (candidate, reference)]
             if None in cells:
                 continue
-            new, old = cells
+            candidate_row, reference_row = cells
             smoother = None
-            if delay > 0 and None not in (new["discontinuity_mean"], old["discontinuity_mean"]):
-                smoother = new["discontinuity_mean"] < old["discontinuity_mean"]
+            discontinuities = (candidate_row["discontinuity_mean"], reference_row["discontinuity_mean"])
+            if delay > 0 and None not in discontinuities:
+                smoother = discontinuities[0] < discontinuities[1]
             verdicts.append({
                 "task": task, "demos": demos, "steps": steps, "delay": delay,
-                "candidate": new, "reference": old,
-                "not_worse_wilson": not_worse(new, old, "wilson"),
-                "not_worse_seed": not_worse(new, old, "seed"),
+                "candidate": candidate_row, "reference": reference_row,
+                "not_worse_wilson": not_worse(candidate_row, reference_row, "wilson"),
+                "not_worse_seed": not_worse(candidate_row, reference_row, "seed"),
                 "smoother": smoother,
             })
     return verdicts
