@@ -1,6 +1,7 @@
 """Checks of what reaches the policy at inference: the observation and the action prefix."""
 
 import torch
+from lerobot.configs.policies import PreTrainedConfig
 from lerobot.utils.constants import OBS_ENV_STATE, OBS_STATE
 from torch import Tensor
 
@@ -55,10 +56,11 @@ def observation_batch_size(config: ACTRelativeRTCConfig, batch: dict[str, Tensor
     return batch_sizes.pop()
 
 
-def model_image_size(config: ACTRelativeRTCConfig, key: str) -> tuple[int, int]:
+def model_image_size(config: PreTrainedConfig, key: str) -> tuple[int, int]:
     """(height, width) of camera `key` as the model reads it: with `downscale_img_square` the preprocessor
-    pads and resizes every image to that square, whatever the camera's size; otherwise the feature's size."""
-    side = config.downscale_img_square
+    pads and resizes every image to that square, whatever the camera's size; otherwise the feature's size.
+    Any policy config (LeRobot's ACT has no `downscale_img_square`)."""
+    side = getattr(config, "downscale_img_square", None)
     if side is not None:
         return side, side
     height, width = config.image_features[key].shape[1:]

@@ -34,6 +34,7 @@ from lerobot.utils.constants import ACTION
 from torch import Tensor
 
 from ..attention import use_masked_attention
+from ..inference_inputs import model_image_size
 from .interleave import rotated
 from .report import markdown_table, write_report
 
@@ -59,20 +60,13 @@ ACT_SIZE_FIELDS = (
 )
 
 
-def model_image_side(config: PreTrainedConfig, key: str) -> tuple[int, int]:
-    """The image size the model sees: the preprocessor's square resize if set, else the feature's."""
-    if getattr(config, "downscale_img_square", None):
-        return config.downscale_img_square, config.downscale_img_square
-    return tuple(config.input_features[key].shape[1:])
-
-
 def observation_batch(config: PreTrainedConfig, device: torch.device, seed: int = 0) -> dict[str, Tensor]:
     """A random batch of one observation, as the preprocessor hands it to the policy."""
     generator = torch.Generator().manual_seed(seed)
     batch = {}
     for key, feature in config.input_features.items():
         if feature.type is FeatureType.VISUAL:
-            batch[key] = torch.rand(1, 3, *model_image_side(config, key), generator=generator)
+            batch[key] = torch.rand(1, 3, *model_image_size(config, key), generator=generator)
         elif feature.type in (FeatureType.STATE, FeatureType.ENV):
             batch[key] = torch.randn(1, *feature.shape, generator=generator)
     return {key: value.to(device) for key, value in batch.items()}
@@ -81,7 +75,7 @@ def observation_batch(config: PreTrainedConfig, device: torch.device, seed: int 
 def act_at_the_same_sizes(config: PreTrainedConfig, device: torch.device, no_weights: bool) -> ACTPolicy:
     """LeRobot's ACT with the checkpoint's sizes and inputs (images at the size the model sees)."""
     input_features = {
-        key: PolicyFeature(type=feature.type, shape=(3, *model_image_side(config, key)))
+        key: PolicyFeature(type=feature.type, shape=(3, *model_image_size(config, key)))
         if feature.type is FeatureType.VISUAL
         else feature
         for key, feature in config.input_features.items()
@@ -195,7 +189,7 @@ def measure(
         "warmup": warmup,
         "iterations": iterations,
         "sizes": {name: getattr(config, name) for name in (*ACT_SIZE_FIELDS, "rtc_max_delay")},
-        "image_sides": {key: model_image_side(config, key) for key in config.image_features},
+        "image_sides": {key: model_image_size(config, key) for key in config.image_features},
         "seconds": seconds,
         "backbone_seconds": backbone_seconds,
     }

@@ -43,13 +43,7 @@ from tqdm import tqdm
 
 from ..image_resize import pad_to_square_and_resize
 from .dataset_writer import write_dataset
-from .metaworld_position import (
-    ACTION_SPACES,
-    PositionTargets,
-    check_action_space,
-    commanded_position,
-    position_target,
-)
+from .metaworld_position import ACTION_SPACES, PositionTargets, check_action_space, target_of_delta
 
 DEFAULT_TASK = "button-press-topdown-v3"
 IMAGE_KEY = "observation.image"  # where LeRobot's metaworld features_map puts "pixels/top"
@@ -186,7 +180,7 @@ def run_expert_episode(
             expert_action = env.expert_policy.get_action(recorder.last_observation)
         action = np.clip(expert_action, -1.0, 1.0).astype(np.float32)
         if actions == "position":
-            stored = position_target(commanded_position(recorder), action, recorder.action_scale)
+            stored = target_of_delta(recorder, action)
         else:
             stored = action
         frames.append(

@@ -42,6 +42,17 @@ def position_target(commanded: np.ndarray, delta_action: np.ndarray, action_scal
     return np.append(commanded + delta_action[:3] * action_scale, delta_action[3]).astype(np.float32)
 
 
+def target_of_delta(mujoco_env: Any, delta_action: np.ndarray) -> np.ndarray:
+    """The position action that MetaWorld's `delta_action` commands in `mujoco_env` now."""
+    return position_target(commanded_position(mujoco_env), delta_action, float(mujoco_env.action_scale))
+
+
+def delta_to_target(mujoco_env: Any, target: np.ndarray) -> np.ndarray:
+    """MetaWorld's delta action that moves `mujoco_env`'s commanded position toward the position action
+    `target`."""
+    return delta_toward(commanded_position(mujoco_env), np.asarray(target), float(mujoco_env.action_scale))
+
+
 def position_action_space() -> spaces.Box:
     """The hand target is unbounded: a target beyond one step's reach saturates in `delta_toward`."""
     high = np.array([np.inf, np.inf, np.inf, 1.0], np.float32)
@@ -78,5 +89,4 @@ class PositionTargets(gym.Wrapper):
         return self.env.get_wrapper_attr("task_description")
 
     def step(self, action: np.ndarray):
-        commanded = commanded_position(self.mujoco_env)
-        return self.env.step(delta_toward(commanded, np.asarray(action), float(self.mujoco_env.action_scale)))
+        return self.env.step(delta_to_target(self.mujoco_env, action))

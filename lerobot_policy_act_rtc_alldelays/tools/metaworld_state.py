@@ -58,9 +58,9 @@ from .metaworld_demos import lerobot_mujoco_env, set_max_episode_steps
 from .metaworld_position import (
     check_action_space,
     commanded_position,
-    delta_toward,
+    delta_to_target,
     position_action_space,
-    position_target,
+    target_of_delta,
 )
 
 AGENT_POS_DIM = 4  # hand xyz + gripper opening: LeRobot's `agent_pos`
@@ -139,7 +139,7 @@ class MetaworldStateEnv(gym.Env):
 
     def step(self, action: np.ndarray):
         if self.actions == "position":
-            action = delta_toward(self.commanded, np.asarray(action), self.action_scale)
+            action = delta_to_target(self.mujoco_env, action)
         else:
             action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
         raw, reward, done, truncated, info = self.mujoco_env.step(action)
@@ -222,8 +222,8 @@ def run_demo(
         if execution_noise:
             executed = np.clip(action + noise_rng.normal(0.0, execution_noise, action.shape), -1.0, 1.0)
         if env.actions == "position":
-            action = position_target(env.commanded, action, env.action_scale)
-            executed = position_target(env.commanded, executed, env.action_scale)
+            action = target_of_delta(env.mujoco_env, action)
+            executed = target_of_delta(env.mujoco_env, executed)
         states.append(observation["agent_pos"])
         env_states.append(observation["environment_state"])
         actions.append(action)

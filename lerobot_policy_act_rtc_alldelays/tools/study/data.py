@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -67,9 +68,10 @@ class TrainingData:
     demos: Sequence[Demo]
     cache: dict[str, tuple[dict[str, Tensor], Any, Any]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def columns(self) -> dict[str, np.ndarray]:
-        """Every frame's episode index, state and action, as a LeRobot dataset's columns."""
+        """Every frame's episode index, state and action, as a LeRobot dataset's columns (every relative
+        variant's trainer derives its statistics from them)."""
         return {
             "episode_index": np.repeat(np.arange(len(self.demos)), [demo.length for demo in self.demos]),
             OBS_STATE: np.concatenate([demo.state for demo in self.demos]).astype(np.float64),

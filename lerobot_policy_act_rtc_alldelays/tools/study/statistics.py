@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import binom, binomtest
+from scipy.stats import binomtest
 
 from .settings import TEMPORAL_ENSEMBLE
 from .variants import VARIANTS
@@ -41,15 +41,9 @@ def seed_bootstrap_interval(
     k, n = np.asarray(successes), np.asarray(episodes)
     rng = np.random.default_rng(rng_seed)
     drawn = rng.integers(k.size, size=(resamples, k.size))
-    # A drawn seed's episodes, drawn with replacement, succeed Binomial(episodes, its rate) times: one number
-    # per drawn seed rather than one per episode. Drawn by inverting the binomial's CDF, about twice as fast
-    # as `rng.binomial` with a rate per draw. Seed i's CDF, shifted by i so that one search serves all seeds,
-    # ends at exactly 1 so that no draw runs past it into the next seed's.
-    cdfs = np.concatenate(
-        [np.append(i + binom.cdf(np.arange(n[i]), n[i], k[i] / n[i]), i + 1.0) for i in range(k.size)]
-    )
-    starts = np.concatenate([[0], np.cumsum(n[:-1] + 1)])
-    drawn_successes = np.searchsorted(cdfs, drawn + rng.random(drawn.shape)) - starts[drawn]
+    # A drawn seed's episodes, drawn with replacement, succeed Binomial(its episodes, its rate) times: one
+    # number per drawn seed rather than one per episode.
+    drawn_successes = rng.binomial(n[drawn], k[drawn] / n[drawn])
     rates = drawn_successes.sum(axis=1) / n[drawn].sum(axis=1)
     low, high = np.percentile(rates, [2.5, 97.5])
     return float(low), float(high)
