@@ -46,6 +46,16 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
         rtc_inference_delay: Inference delay emulated by `select_action` (0..rtc_max_delay).
         rtc_inference_mode: "prefix" conditions the next chunk on the actions still to execute (RTC);
             "discard" ignores them and drops the first `delay` predicted actions instead (plain chunking).
+        rtc_blend_steps: Inference only. k > 0 blends each new chunk into the previous one over its first k
+            actions: where the previous chunk still predicts the step of the new chunk's i-th action
+            (i < k), the action executed is `w_i * previous + (1 - w_i) * new` with
+            `w_i = (k - i) / (k + 1)`, so the new chunk fully takes over at its k-th action. The actions
+            that execute while inference runs are never changed, and an episode's first chunk has nothing
+            to blend with. 0 (the default) is off. At most `n_action_steps` (blending ends before the next
+            chunk arrives) and at most the actions a chunk predicts past the ones it executes,
+            `chunk_size - n_action_steps`. Where the previous chunk predicts fewer steps past the join (in
+            discard mode it drops the first `rtc_inference_delay`), the blend runs over those, with the
+            weights of that shorter k.
         use_state_token: Give `observation.state`, if the inputs have one, its own encoder token, as ACT
             does (normalized inside the model with the dataset's statistics when relative actions are on,
             by the preprocessor otherwise). Without it the state is only the relative actions' origin.
@@ -96,6 +106,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     downscale_img_square: int | None = None
     rtc_inference_delay: int = 0
     rtc_inference_mode: str = "discard"
+    rtc_blend_steps: int = 0
     rtc_prefix_attention: str = "full"
     use_state_token: bool = True
     rtc_prefix_dropout: float = 0.5
@@ -194,6 +205,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                 f"n_action_steps={self.n_action_steps}, but chunk_size is {self.chunk_size}. Lower "
                 "`n_action_steps` or the delay."
             )
+        self._validate_blend_steps()
         validate_prefix_remedies(self.rtc_prefix_dropout, self.rtc_prefix_noise_std)
         if self.rtc_prefix_attention not in RTC_PREFIX_ATTENTIONS:
             raise ValueError(
@@ -215,6 +227,38 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                         f"from raw states and actions, so `normalization_mapping['{feature_type}']` must be "
                         f"IDENTITY, got {self.normalization_mapping[feature_type]}."
                     )
+
+    def _validate_blend_steps(self) -> None:
+        """Refuses an `rtc_blend_steps` that is not an integer in 0..(the steps two chunks can overlap)."""
+        steps = self.rtc_blend_steps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise ValueError(
+                "`rtc_blend_steps` counts the actions over which a new chunk is blended into the previous "
+                f"one and must be an integer >= 0 (0: no blending), got {steps!r}."
+            )
+        if steps == 0:
+            return
+        if self.temporal_ensemble_coeff is not None:
+            raise ValueError(
+                "Temporal ensembling already averages every overlapping chunk at each step: set "
+                "`--policy.rtc_blend_steps=0` or `--policy.temporal_ensemble_coeff=null`."
+            )
+        if steps > self.n_action_steps:
+            raise ValueError(
+                f"`rtc_blend_steps` ({steps}) exceeds `n_action_steps` ({self.n_action_steps}): the blend "
+                "must end before the next chunk takes over, or the new chunk never fully replaces the "
+                "previous one. Lower `--policy.rtc_blend_steps`."
+            )
+        # In prefix mode a chunk predicts `chunk_size - n_action_steps` actions past the ones it executes: the
+        # most two chunks can overlap. (Discard mode drops `delay` more, and blends over what is left.)
+        overlap = self.chunk_size - self.n_action_steps
+        if steps > overlap:
+            raise ValueError(
+                f"`rtc_blend_steps` ({steps}) exceeds the {max(overlap, 0)} actions a chunk predicts past "
+                f"the ones it executes (chunk_size={self.chunk_size} - "
+                f"n_action_steps={self.n_action_steps}): past them the previous chunk has no action to blend "
+                "with. Lower `--policy.rtc_blend_steps` or `--policy.n_action_steps`."
+            )
 
     def inference_setting_error(self, mode: str, delay: int) -> str | None:
         """Why `select_action` cannot run with `rtc_inference_mode=mode` and `rtc_inference_delay=delay`

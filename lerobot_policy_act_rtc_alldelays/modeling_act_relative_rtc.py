@@ -39,6 +39,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .attention import attention_masks, shared_observation_masks, use_masked_attention
+from .blending import blend_join
 from .checkpoint_loading import (
     refuse_missing_weights,
     refuse_other_attention_mode,
@@ -363,6 +364,9 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             self.temporal_ensembler.reset()
         self._action_queue: deque[Tensor] = deque()
         self._n_selected_actions = 0  # select_action calls since reset: the steps of `on_chunk_start`
+        # The last chunk's predictions past its queued actions [B, T, A], for the steps that follow them:
+        # what the next chunk is blended with (`rtc_blend_steps`). None: the episode's first chunk is next.
+        self._unqueued_tail: Tensor | None = None
         self.rtc_runtime.reset()
 
     # ---- action spaces -------------------------------------------------------------------------------
@@ -537,10 +541,12 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         Each chunk contributes `n_action_steps` actions. A new chunk is requested, from the current
         observation, when exactly `delay` of them remain: those keep executing (in "prefix" mode they are
         the new chunk's prefix; in "discard" mode the new chunk's first `delay` actions are dropped
-        instead). The first chunk of an episode has no predecessor and uses delay 0. `on_chunk_start`, if
-        set, receives the step at which each new chunk's first action executes. Before each request the
-        mode and delay are checked against the config's rules (ValueError), also when set after
-        construction.
+        instead). The first chunk of an episode has no predecessor and uses delay 0. With
+        `rtc_blend_steps` = k > 0, the first k actions of every later chunk are blended with the previous
+        chunk's predictions for the same steps (see `blending.blend_join`); the actions still queued are
+        never changed. `on_chunk_start`, if set, receives the step at which each new chunk's first action
+        executes. Before each request the mode and delay are checked against the config's rules
+        (ValueError), also when set after construction.
         """
         self.eval()
         delay = self.config.rtc_inference_delay
@@ -555,17 +561,22 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             self._notify_chunk_start(step)
             return self.temporal_ensembler.update(self.predict_action_chunk(batch))
         n_steps = self.config.n_action_steps
-        chunk = None
+        predicted, first = None, 0  # the chunk [B, chunk_size, A] and the row of its first queued action
         if not self._action_queue:
-            chunk = self.predict_action_chunk(batch)[:, :n_steps]
+            predicted = self.predict_action_chunk(batch)
         elif len(self._action_queue) == delay:
             committed = torch.stack(list(self._action_queue), dim=1)  # [B, delay, A]
             if self.config.rtc_inference_mode == "prefix":
-                chunk = self.predict_action_chunk(batch, delay=delay, action_prefix=committed)[:, :n_steps]
+                predicted = self.predict_action_chunk(batch, delay=delay, action_prefix=committed)
             else:
-                chunk = self.predict_action_chunk(batch)[:, delay : delay + n_steps]
-        if chunk is not None:
-            # The actions still queued execute first; the new chunk's actions follow them.
+                predicted, first = self.predict_action_chunk(batch), delay
+        if predicted is not None:
+            chunk = predicted[:, first : first + n_steps]
+            # The actions still queued execute first; the new chunk's actions follow them, at the steps the
+            # previous chunk's unqueued tail was predicted for. Queued actions are never blended.
+            if self._unqueued_tail is not None and self.config.rtc_blend_steps > 0:
+                chunk = blend_join(chunk, self._unqueued_tail, 0, self.config.rtc_blend_steps)
+            self._unqueued_tail = predicted[:, first + n_steps :]
             self._notify_chunk_start(step + len(self._action_queue))
             self._action_queue.extend(chunk.transpose(0, 1))
         return self._action_queue.popleft()

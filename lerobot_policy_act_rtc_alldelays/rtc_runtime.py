@@ -14,6 +14,7 @@ import torch
 from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor
 
+from .blending import blend_join
 from .configuration_act_relative_rtc import ACTRelativeRTCConfig
 from .inference_inputs import observation_batch_size
 
@@ -62,22 +63,48 @@ class RTCRuntimeAdapter:
           actions only.
         - Limits: a delay beyond `rtc_max_delay`, or beyond the real left-over (the runtime's queue ran dry),
           conditions on fewer actions; a warning names the limit that was hit.
-        - `rtc_inference_mode=discard`: the left-over is not used. Returns the chunk predicted from the
-          observation alone, [B, chunk_size, A]; the runtime's skip then drops the actions that were due
-          while inference ran, which is plain chunking under that delay.
+        - `rtc_inference_mode=discard`: the left-over is not used as a prefix. Returns the chunk predicted
+          from the observation alone, [B, chunk_size, A]; the runtime's skip then drops the actions that
+          were due while inference ran, which is plain chunking under that delay.
+        - `rtc_blend_steps` = k > 0 (both modes): the runtime is expected to skip `inference_delay` rows, so
+          the new chunk takes over at that row. Its rows `inference_delay + i` (i < k) are blended with the
+          real left-over rows for the same steps, where there are any (`blending.blend_join`); the rows
+          before, the prefix included, are returned as they are.
         """
         if inference_delay < 0:
             raise ValueError(f"inference_delay must be >= 0 control steps, got {inference_delay}.")
         policy.eval()
-        if self.config.rtc_inference_mode == "discard":
-            return policy.predict_action_chunk(batch)
+        prefix_mode = self.config.rtc_inference_mode == "prefix"
+        blend_steps = self.config.rtc_blend_steps
         batch_size = observation_batch_size(self.config, batch)
         real_rows = None
-        if prev_chunk_left_over is not None:
+        # Discard mode reads the left-over only to blend with it.
+        if prev_chunk_left_over is not None and (prefix_mode or blend_steps > 0):
             real_rows = self._real_left_over(prev_chunk_left_over, batch_size)
+        if prefix_mode:
+            chunk = self._predict_after_prefix(policy, batch, inference_delay, real_rows)
+        else:
+            chunk = policy.predict_action_chunk(batch)
+        if real_rows is not None and blend_steps > 0:
+            # Row j of the returned chunk and of the left-over is the same step: both start at the step the
+            # observation was taken.
+            chunk = blend_join(chunk, real_rows, inference_delay, blend_steps)
+        # Remembered as returned (blended): the runtime's next left-over is this chunk's tail.
+        self._chunks.appendleft(chunk)
+        return chunk
+
+    def _predict_after_prefix(
+        self,
+        policy: PreTrainedPolicy,
+        batch: dict[str, Tensor],
+        inference_delay: int,
+        real_rows: Tensor | None,
+    ) -> Tensor:
+        """Prefix mode: the first `min(inference_delay, rtc_max_delay, real rows)` real left-over rows
+        [B, d, A] (None: no left-over) followed by the chunk predicted after them, [B, d + chunk_size, A]."""
         n_real = 0 if real_rows is None else real_rows.shape[1]
         delay = min(inference_delay, self.config.rtc_max_delay, n_real)
-        if delay < inference_delay and prev_chunk_left_over is not None:
+        if delay < inference_delay and real_rows is not None:
             self._log_delay_limits(inference_delay, n_real)
         if delay == 0:
             chunk = policy.predict_action_chunk(batch)
@@ -92,7 +119,6 @@ class RTCRuntimeAdapter:
                 "actions): LeRobot's runtime skips all of them. Make inference faster, or train with a "
                 "larger chunk_size.",
             )
-        self._chunks.appendleft(chunk)
         return chunk
 
     def _real_left_over(self, left_over: Tensor, batch_size: int) -> Tensor:
