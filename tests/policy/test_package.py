@@ -8,7 +8,7 @@ from pathlib import Path
 import lerobot_policy_act_rtc_alldelays
 
 PACKAGE = Path(lerobot_policy_act_rtc_alldelays.__file__).parent
-TOOL_DEPENDENCIES = ("matplotlib", "metaworld")
+TOOL_DEPENDENCIES = ("matplotlib", "metaworld", "lerobot_policy_act_smooth")
 
 
 def test_importing_the_package_loads_no_tool_module_and_no_tool_dependency():
@@ -51,3 +51,13 @@ def test_the_version_is_defined_once_and_matches_the_installed_metadata():
     from importlib.metadata import version
 
     assert version("lerobot_policy_act_rtc_alldelays") == lerobot_policy_act_rtc_alldelays.__version__
+
+
+def test_the_peer_plugin_is_installed_by_the_peers_extra_only():
+    """ACTSmooth (the study's `act_smooth` variant) is optional: pinned in the `peers` extra, never
+    required."""
+    from importlib.metadata import requires
+
+    requirements = requires("lerobot_policy_act_rtc_alldelays")
+    peer = [r for r in requirements if r.startswith("lerobot-policy-act-smooth")]
+    assert peer == ['lerobot-policy-act-smooth==0.1.0; extra == "peers"']

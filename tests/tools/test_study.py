@@ -119,6 +119,22 @@ def test_default_variant_runs_the_shipped_defaults(tmp_path):
     assert VARIANTS[-1] == "default"
 
 
+def test_the_probes_of_the_joins_change_one_thing_in_the_shipped_defaults(tmp_path):
+    settings = replace(quick_settings(tmp_path), rtc_max_delay=8, chunk_size=18, n_action_steps=9)
+    default = policy_config("default", settings)
+    changed = {
+        "blend": {"rtc_blend_steps": 4},
+        "absolute_blend": {"rtc_blend_steps": 4, "predict_relative_actions": False},
+        "delay0_weight": {"rtc_delay_loss_weights": [8.0] + [1.0] * 8},
+    }
+    for variant, fields in changed.items():
+        config = policy_config(variant, settings)
+        assert {name: getattr(config, name) for name in fields} == fields
+        unchanged = ("rtc_blend_steps", "predict_relative_actions", "rtc_delay_loss_weights", *NEW_FIELDS)
+        for name in set(unchanged) - set(fields):
+            assert getattr(config, name) == getattr(default, name), (variant, name)
+
+
 def test_command_line_takes_a_budget_scan_and_a_time_reference():
     settings = parse_args(
         ["--steps", "600", "2000", "--variants", "act", "on", "k2", "--time-reference", "on"]

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 from lerobot.configs.policies import PreTrainedConfig
-from lerobot.policies.act.configuration_act import ACTConfig
 from lerobot.policies.factory import make_pre_post_processors
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 from torch import Tensor
@@ -66,7 +65,7 @@ class TrainingData:
 
     stats: dict[str, dict[str, np.ndarray]]
     demos: Sequence[Demo]
-    cache: dict[str, tuple[dict[str, Tensor], Any, Any]] = field(default_factory=dict)
+    cache: dict[tuple[str, bool | None], tuple[dict[str, Tensor], Any, Any]] = field(default_factory=dict)
 
     @cached_property
     def columns(self) -> dict[str, np.ndarray]:
@@ -85,8 +84,9 @@ class TrainingData:
         return torch.repeat_interleave(torch.arange(len(self.demos)), lengths)
 
     def get(self, config: PreTrainedConfig) -> tuple[dict[str, Tensor], Any, Any]:
-        # ACT, and the RTC variants with and without relative actions, differ in windows or normalization.
-        kind = "act" if isinstance(config, ACTConfig) else f"rtc_relative_{config.predict_relative_actions}"
+        # The policy types, and this policy with and without relative actions, differ in windows or
+        # normalization.
+        kind = (config.type, getattr(config, "predict_relative_actions", None))
         if kind not in self.cache:
             preprocessor, postprocessor = make_pre_post_processors(config, dataset_stats=self.stats)
             windows = training_windows(self.demos, config.action_delta_indices)

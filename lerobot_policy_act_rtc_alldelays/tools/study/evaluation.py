@@ -20,8 +20,11 @@ from torch import Tensor, nn
 from ..continuity import chunk_switch_changes, discontinuity_ratio
 from ..metaworld_demos import default_to_headless_rendering
 from ..metaworld_state import MetaworldStateEnv
+from .act_smooth import CommittedPrefixChunking, hold_action
+from .data import TrainingData
 from .settings import TEMPORAL_ENSEMBLE, StudySettings
 from .training import Trainer
+from .variants import ACT, ACT_SMOOTH
 
 TEMPORAL_ENSEMBLE_COEFF = 0.01  # ACT's published value
 
@@ -82,9 +85,11 @@ def evaluated_policy(policy: PreTrainedPolicy, mode: str, delay: int) -> nn.Modu
 
 def eval_settings(variant: str, delays: Sequence[int]) -> list[tuple[str, int]]:
     """The (mode, delay) pairs evaluated for a variant; delay 0 once for the RTC variants (both modes run
-    the same code there)."""
-    if variant == "act":
+    the same code there); ACTSmooth runs on its committed prefix only."""
+    if variant == ACT:
         return [(TEMPORAL_ENSEMBLE, 0)] + [("discard", d) for d in delays]
+    if variant == ACT_SMOOTH:
+        return [("prefix", d) for d in delays]
     return [("prefix", d) for d in delays] + [("discard", d) for d in delays if d > 0]
 
 
@@ -157,13 +162,22 @@ def run_episodes(
 
 
 def evaluate_model(
-    trainer: Trainer, vector_env, env_processors: tuple, seeds: list[int], settings: StudySettings
+    trainer: Trainer,
+    data: TrainingData,
+    vector_env,
+    env_processors: tuple,
+    seeds: list[int],
+    settings: StudySettings,
 ) -> list[dict[str, Any]]:
     """Every (mode, delay) of the trained model on the same env seeds."""
-    variant = "act" if isinstance(trainer.policy, ACTPolicy) else "rtc"
     records = []
-    for mode, delay in eval_settings(variant, settings.delays):
-        policy = evaluated_policy(trainer.policy, mode, delay)
+    for mode, delay in eval_settings(trainer.variant, settings.delays):
+        if trainer.variant == ACT_SMOOTH:
+            policy = CommittedPrefixChunking(
+                trainer.policy, delay, settings.n_action_steps, hold_action(data.stats, data.demos)
+            )
+        else:
+            policy = evaluated_policy(trainer.policy, mode, delay)
         chunk_every = None if mode == TEMPORAL_ENSEMBLE else settings.n_action_steps
         processors = (trainer.preprocessor, trainer.postprocessor)
         for episode in run_episodes(vector_env, policy, *processors, env_processors, seeds, chunk_every):

@@ -55,10 +55,12 @@ def study_markdown(
         ]
         for r in rows
     ]
-    rtc_variants = [v for v in dict.fromkeys(r["variant"] for r in rows) if v != ACT]
-    # Each RTC variant in both modes against ACT, and its prefix against its discard.
-    comparisons = [((v, mode), ACT_DISCARD) for v in rtc_variants for mode in ("discard", "prefix")]
-    comparisons += [((v, "prefix"), (v, "discard")) for v in rtc_variants]
+    variants = dict.fromkeys(r["variant"] for r in rows if r["variant"] != ACT)
+    modes = {v: {r["mode"] for r in rows if r["variant"] == v} for v in variants}
+    # Every other variant in each of its modes against ACT, and a prefix against the same variant's discard.
+    comparisons = [((v, mode), ACT_DISCARD) for v in variants for mode in ("discard", "prefix")
+                   if mode in modes[v]]
+    comparisons += [((v, "prefix"), (v, "discard")) for v in variants if {"prefix", "discard"} <= modes[v]]
     tables = (markdown_table(headers, table) + "\n" + verdicts_markdown(rows, comparisons)
               + reliance_markdown(diagnostic_rows))
     return "\n".join(lines) + "\n" + tables

@@ -13,8 +13,11 @@ training from scratch). The variants are named config overrides (`variants.py`):
   random delay per sample, all delays by batch expansion, or all delays under shared-observation attention.
 - `state`: `on` with the robot-state token; `dropout`, `noise`, `k2`, `k3`: `state` with half of the
   prefixes masked, noise on the prefix, or 2 or 3 delays drawn per sample.
-- `absolute`: the shipped defaults with `predict_relative_actions=false`.
+- `absolute`: the shipped defaults with `predict_relative_actions=false`; `blend`, `absolute_blend`,
+  `delay0_weight`: the shipped defaults with blending at the join, with both, or with delay 0 weighted as
+  all other delays together in the loss (probes of the joins).
 - `default`: the package's shipped config defaults, whatever they are at run time.
+- `act_smooth`: ACTSmooth, the peer plugin (the `peers` extra), on its committed prefix (`act_smooth`).
 
 The RTC variants are evaluated in both `prefix` and `discard` mode (`rtc_inference_mode`). At delay 0 a new
 chunk is requested only once the previous one is used up, so both modes run the same code and one
@@ -68,13 +71,14 @@ from lerobot.envs.factory import make_env_pre_post_processors
 from ..metaworld_state import record_demos
 from ..policy_sizes import STATE_STUDY
 from ..prefix_reliance import prefix_reliance
+from .act_smooth import is_act_smooth
 from .data import TrainingData, demo_stats
 from .evaluation import evaluate_model, make_vector_env
 from .report import write_outputs
 from .settings import DEMO_MAX_STEPS, StudySettings
 from .training import Trainer, calibrate, equal_time_steps
 from .units import planned_records, planned_units, refuse_other_settings, save_unit, write_json_atomically
-from .variants import ACT, DESCRIPTIONS
+from .variants import DESCRIPTIONS, PEERS
 
 
 def run_study(settings: StudySettings, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -206,12 +210,13 @@ def run_task(
                 trainer.train(unit.steps - trainer.steps)
                 trained = (unit.variant, unit.train_seed)
                 random_state = torch.get_rng_state()
-                new = evaluate_model(trainer, vector_env, env_processors, seeds, settings)
-                diagnostics = [] if unit.variant == ACT else diagnose(trainer, data, settings.delays)
+                new = evaluate_model(trainer, data, vector_env, env_processors, seeds, settings)
+                # The prefix-reliance diagnostic reads this policy's prefix inputs.
+                diagnostics = [] if unit.variant in PEERS else diagnose(trainer, data, settings.delays)
                 torch.set_rng_state(random_state)
                 labels = dict(
                     actions=settings.actions,
-                    relative=bool(getattr(trainer.config, "predict_relative_actions", False)),
+                    relative=relative_label(trainer.config),
                     train_steps=unit.steps, train_seconds=trainer.seconds, train_loss=trainer.last_loss,
                 )
                 save_unit(out, unit, unit_settings, {"labels": labels, "episodes": new,
@@ -226,6 +231,14 @@ def run_task(
     finally:
         if vector_env is not None:
             vector_env.close()
+
+
+def relative_label(config) -> bool | str:
+    """The row's `relative`: whether this policy predicts actions relative to the state; for ACTSmooth,
+    what it anchors them at."""
+    if is_act_smooth(config):
+        return "committed action" if config.use_action_relative else False
+    return bool(getattr(config, "predict_relative_actions", False))
 
 
 def diagnose(trainer: Trainer, data: TrainingData, delays: list[int]) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 from .settings import TEMPORAL_ENSEMBLE
-from .variants import VARIANTS
+from .variants import PEERS, VARIANTS
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
@@ -154,10 +154,11 @@ def summarize_diagnostics(diagnostics: list[dict[str, Any]]) -> list[dict[str, A
 
 
 def expand_delay_zero(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Adds the discard row at delay 0 of each RTC variant: the same episodes as prefix at delay 0."""
+    """Adds the discard row at delay 0 of each variant of this policy: the same episodes as prefix at delay
+    0 (the peers have no such pair)."""
     extra = []
     for row in rows:
-        if row["variant"] != "act" and row["mode"] == "prefix" and row["delay"] == 0:
+        if row["variant"] not in PEERS and row["mode"] == "prefix" and row["delay"] == 0:
             extra.append({**row, "mode": "discard", "same_episodes_as": "prefix, delay 0"})
     return sorted(rows + extra, key=row_order)
 

@@ -18,9 +18,10 @@ from ...modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
 from ..interleave import rotated
 from ..metaworld_state import state_features
 from ..policy_sizes import STATE_STUDY
+from .act_smooth import act_smooth_config, act_smooth_policy, is_act_smooth
 from .data import TrainingData
 from .settings import StudySettings
-from .variants import ACT, variant_overrides
+from .variants import ACT, ACT_SMOOTH, PEERS, variant_overrides
 
 # (budget, its nominal steps): the labels of a trained model's rows; equal_time's nominal steps are those of
 # the reference run whose time it shares.
@@ -28,10 +29,11 @@ Budget = tuple[str, int]
 
 
 def predicts_relative_actions(variant: str, settings: StudySettings) -> bool:
-    """Whether the variant's policy predicts actions relative to the state: never for LeRobot's ACT; under
-    position targets as the shipped default does, unless the variant pins it; never under MetaWorld's
-    deltas, which are not targets in the state's space."""
-    if variant == ACT or settings.actions == "delta":
+    """Whether the variant's policy predicts actions relative to the state: never for LeRobot's ACT or
+    ACTSmooth (which anchors them at its first committed action, after normalization); under position
+    targets as the shipped default does, unless the variant pins it; never under MetaWorld's deltas, which
+    are not targets in the state's space."""
+    if variant in PEERS or settings.actions == "delta":
         return False
     shipped = ACTRelativeRTCAllDelaysConfig.predict_relative_actions  # the dataclass field's default
     return variant_overrides(variant).get("predict_relative_actions", shipped)
@@ -58,6 +60,8 @@ def policy_config(variant: str, settings: StudySettings) -> PreTrainedConfig:
     )
     if variant == ACT:
         return ACTConfig(**shared)
+    if variant == ACT_SMOOTH:
+        return act_smooth_config(shared, settings.rtc_max_delay)
     overrides = {k: v for k, v in variant_overrides(variant).items() if k != "predict_relative_actions"}
     return ACTRelativeRTCAllDelaysConfig(
         **{**shared, **overrides}, rtc_max_delay=settings.rtc_max_delay, predict_relative_actions=relative
@@ -68,6 +72,8 @@ def new_policy(config: PreTrainedConfig, seed: int) -> PreTrainedPolicy:
     """Seeded right before creation: RTC variants with the same parameters (all but the state token's and
     the mask token's) get the same initial weights from a seed."""
     torch.manual_seed(seed)
+    if is_act_smooth(config):
+        return act_smooth_policy(config)
     policy_class = ACTPolicy if isinstance(config, ACTConfig) else ACTRelativeRTCAllDelaysPolicy
     return policy_class(config)
 
@@ -78,6 +84,7 @@ class Trainer:
     a seed sees the same batches."""
 
     def __init__(self, variant: str, seed: int, settings: StudySettings, data: TrainingData):
+        self.variant = variant
         self.config = policy_config(variant, settings)
         self.policy = new_policy(self.config, seed)
         if getattr(self.config, "predict_relative_actions", False):

@@ -1,7 +1,10 @@
-"""The study's variants: named config overrides of this policy, plus LeRobot's ACT.
+"""The study's variants: named config overrides of this policy, plus LeRobot's ACT and ACTSmooth, the peer
+plugin (`act_smooth`).
 
-Every RTC variant except `default` pins each field that this round added, so its rows stay reproducible
-when the shipped defaults change; `default` overrides nothing and runs the package's defaults of the day.
+The variants from before the remedies pin each field the remedies added, so their rows stay reproducible
+when the shipped defaults change; `default` overrides nothing and runs the package's defaults of the day, and
+the probes of the joins (`absolute`, `blend`, `absolute_blend`, `delay0_weight`) change one thing each in
+those defaults.
 """
 
 from typing import Any
@@ -9,7 +12,14 @@ from typing import Any
 from ..ab_compare import RTC_VARIANTS, VARIANT_DESCRIPTIONS
 
 ACT = "act"
+ACT_SMOOTH = "act_smooth"
 DEFAULT = "default"
+# The variants that are not this policy.
+PEERS = (ACT, ACT_SMOOTH)
+
+# Blending at the join over about half of the study's chunk overlap (chunk 18, 9 actions executed), as
+# ACTSmooth's experiments blended 10 of the 20 actions a chunk executed.
+BLEND_STEPS = 4
 
 # The policy as it was before the state token and the prefix remedies existed.
 BEFORE_REMEDIES: dict[str, Any] = dict(
@@ -20,6 +30,12 @@ STATE: dict[str, Any] = {**RTC_VARIANTS["on"], **BEFORE_REMEDIES, "use_state_tok
 # Variant name -> (config overrides, description); the order is the order of the tables.
 VARIANT_TABLE: dict[str, tuple[dict[str, Any], str]] = {
     ACT: ({}, "LeRobot's ACT (plain chunking)"),
+    ACT_SMOOTH: (
+        {},
+        "ACTSmooth (lerobot-policy-act-smooth 0.1.0, the `peers` extra) at the study's sizes, committed "
+        "prefixes of 1 to rtc_max_delay actions, its other defaults; evaluated with the actions that execute "
+        "while it infers as its prefix, and at delay 0 with its minimum prefix of one committed action",
+    ),
     **{
         name: ({**fields, **BEFORE_REMEDIES}, f"{VARIANT_DESCRIPTIONS[name]}; as before the remedies")
         for name, fields in RTC_VARIANTS.items()
@@ -33,6 +49,17 @@ VARIANT_TABLE: dict[str, tuple[dict[str, Any], str]] = {
         {"predict_relative_actions": False},
         "the shipped defaults with absolute actions (`predict_relative_actions=false`)",
     ),
+    # Probes of the joins (one change each to the shipped defaults).
+    "blend": ({"rtc_blend_steps": BLEND_STEPS}, f"the shipped defaults with `rtc_blend_steps={BLEND_STEPS}`"),
+    "absolute_blend": (
+        {"predict_relative_actions": False, "rtc_blend_steps": BLEND_STEPS},
+        f"the shipped defaults with absolute actions and `rtc_blend_steps={BLEND_STEPS}`",
+    ),
+    "delay0_weight": (
+        {"rtc_delay_loss_weights": [8.0] + [1.0] * 8},
+        "the shipped defaults with delay 0 weighted as much as the 8 other delays together in the loss "
+        "(`rtc_delay_loss_weights=[8, 1, ..., 1]`; for rtc_max_delay=8)",
+    ),
     DEFAULT: ({}, "the package's shipped config defaults, no overrides"),
 }
 VARIANTS = tuple(VARIANT_TABLE)
@@ -41,7 +68,8 @@ DEFAULT_VARIANTS = (ACT, "absolute", DEFAULT)
 
 
 def variant_overrides(name: str) -> dict[str, Any]:
-    """The config fields that make an RTC variant; ValueError for an unknown name or LeRobot's ACT."""
-    if name not in VARIANT_TABLE or name == ACT:
-        raise ValueError(f"'{name}' is no RTC variant: choose among {list(VARIANTS[1:])}.")
+    """The config fields that make an RTC variant; ValueError for an unknown name or a peer."""
+    if name not in VARIANT_TABLE or name in PEERS:
+        rtc_variants = [v for v in VARIANTS if v not in PEERS]
+        raise ValueError(f"'{name}' is no variant of this policy: choose among {rtc_variants}.")
     return dict(VARIANT_TABLE[name][0])
