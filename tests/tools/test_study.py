@@ -119,13 +119,14 @@ def test_default_variant_runs_the_shipped_defaults(tmp_path):
     assert VARIANTS[-1] == "default"
 
 
-def test_the_probes_of_the_joins_change_one_thing_in_the_shipped_defaults(tmp_path):
+def test_the_probes_of_the_joins_change_only_their_fields_of_the_shipped_defaults(tmp_path):
     settings = replace(quick_settings(tmp_path), rtc_max_delay=8, chunk_size=18, n_action_steps=9)
     default = policy_config("default", settings)
     changed = {
         "blend": {"rtc_blend_steps": 4},
         "absolute_blend": {"rtc_blend_steps": 4, "predict_relative_actions": False},
         "delay0_weight": {"rtc_delay_loss_weights": [8.0] + [1.0] * 8},
+        "blend_delay0_weight": {"rtc_blend_steps": 4, "rtc_delay_loss_weights": [8.0] + [1.0] * 8},
     }
     for variant, fields in changed.items():
         config = policy_config(variant, settings)

@@ -4,7 +4,7 @@ plugin (`act_smooth`).
 The variants from before the remedies pin each field the remedies added, so their rows stay reproducible
 when the shipped defaults change; `default` overrides nothing and runs the package's defaults of the day, and
 the probes of the joins (`absolute`, `blend`, `absolute_blend`, `delay0_weight`) change one thing each in
-those defaults.
+those defaults (`blend_delay0_weight` two).
 """
 
 from typing import Any
@@ -20,6 +20,8 @@ PEERS = (ACT, ACT_SMOOTH)
 # Blending at the join over about half of the study's chunk overlap (chunk 18, 9 actions executed), as
 # ACTSmooth's experiments blended 10 of the 20 actions a chunk executed.
 BLEND_STEPS = 4
+# Delay 0 as much of the loss as the 8 other delays of the study's rtc_max_delay=8 together.
+DELAY0_WEIGHTS = [8.0] + [1.0] * 8
 
 # The policy as it was before the state token and the prefix remedies existed.
 BEFORE_REMEDIES: dict[str, Any] = dict(
@@ -56,9 +58,13 @@ VARIANT_TABLE: dict[str, tuple[dict[str, Any], str]] = {
         f"the shipped defaults with absolute actions and `rtc_blend_steps={BLEND_STEPS}`",
     ),
     "delay0_weight": (
-        {"rtc_delay_loss_weights": [8.0] + [1.0] * 8},
+        {"rtc_delay_loss_weights": DELAY0_WEIGHTS},
         "the shipped defaults with delay 0 weighted as much as the 8 other delays together in the loss "
         "(`rtc_delay_loss_weights=[8, 1, ..., 1]`; for rtc_max_delay=8)",
+    ),
+    "blend_delay0_weight": (
+        {"rtc_blend_steps": BLEND_STEPS, "rtc_delay_loss_weights": DELAY0_WEIGHTS},
+        f"the shipped defaults with `rtc_blend_steps={BLEND_STEPS}` and delay 0 weighted as `delay0_weight`",
     ),
     DEFAULT: ({}, "the package's shipped config defaults, no overrides"),
 }
