@@ -1,23 +1,28 @@
 """Closed-loop delay sweep in MetaWorld: success and chunk-boundary smoothness per inference delay and mode.
 
-For one checkpoint (a `pretrained_model` folder), every valid (mode, delay) setting runs the same episodes
-(seeds `--seed`, `--seed + 1`, ...; keep them apart from the demonstration seeds) through LeRobot's own
-evaluation rollout (`lerobot.scripts.lerobot_eval.rollout`), with the checkpoint's processors and LeRobot's
-MetaWorld env: the policy sees exactly what `lerobot-eval` feeds it. `--actions` names the action space the
+For one checkpoint (a `pretrained_model` folder) of this policy or of LeRobot's ACT, every valid (mode,
+delay) setting runs the same episodes (seeds `--seed`, `--seed + 1`, ...; keep them apart from the
+demonstration seeds) through LeRobot's own evaluation rollout (`lerobot.scripts.lerobot_eval.rollout`),
+with the checkpoint's processors and LeRobot's MetaWorld env: the policy sees exactly what `lerobot-eval`
+feeds it, except that `--frame-size` renders smaller frames than its 480 px, without shadows
+(`metaworld_frames`; pass the size the dataset was recorded with). `--actions` names the action space the
 checkpoint was trained in (as `lerobot-eval` takes LIBERO's `--env.control_mode`, the env, not the
 checkpoint, says how an action is executed), the one `act-rtc-alldelays-metaworld-demos --actions`
-recorded:
+recorded; a checkpoint saved by `lerobot-train` names its dataset, whose action names say which, and
+another `--actions` is refused:
 
 - `position` (the default): each env is wrapped in `metaworld_position.PositionTargets`, which turns the
   policy's end-effector target into MetaWorld's delta from the hand's commanded position;
 - `delta`: the actions go to LeRobot's env unchanged, as in `lerobot-eval`.
 
-`select_action` emulates the delay:
+The delay is emulated as the study emulates it (`study.evaluation.evaluated_policy`):
 
-- `prefix` (real-time chunking): the next chunk is conditioned on the `delay` actions still executing;
-  valid for delays 0..rtc_max_delay.
+- `prefix` (real-time chunking, this policy's `select_action`): the next chunk is conditioned on the `delay`
+  actions still executing; valid for delays 0..rtc_max_delay.
 - `discard` (plain chunking): the next chunk ignores them and its first `delay` actions are dropped; valid
-  while `delay + n_action_steps <= chunk_size`, so it also covers delays beyond training.
+  while `delay + n_action_steps <= chunk_size`, so it also covers delays beyond training. This policy's
+  `select_action` runs it; LeRobot's ACT, which has no delay, runs it through the study's
+  `DelayedChunking` (which also needs `delay < n_action_steps`), and only it.
 
 Two measures per setting:
 - success rate;
@@ -32,6 +37,8 @@ one line per mode) to `--output-dir`.
 """
 
 import argparse
+import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -42,24 +49,34 @@ import gymnasium as gym
 import numpy as np
 import torch
 from lerobot.configs.policies import PreTrainedConfig
+from lerobot.configs.train import TRAIN_CONFIG_NAME
+from lerobot.datasets.utils import INFO_PATH
 from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
 from lerobot.envs.factory import make_env_pre_post_processors
 from lerobot.envs.metaworld import create_metaworld_envs
+from lerobot.policies.act.configuration_act import ACTConfig
+from lerobot.policies.act.modeling_act import ACTPolicy
 from lerobot.policies.factory import make_policy, make_pre_post_processors
+from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.scripts.lerobot_eval import rollout
+from lerobot.utils.constants import HF_LEROBOT_HOME
 from tqdm import tqdm
 
 from ..configuration_act_relative_rtc import RTC_INFERENCE_MODES
 from . import report as report_writer
 from .continuity import chunk_switch_changes, discontinuity_ratio
 from .metaworld_demos import (
+    ACTION_NAMES,
     DEFAULT_TASK,
     default_to_headless_rendering,
+    lerobot_mujoco_env,
     set_max_episode_steps,
     with_position_targets,
 )
+from .metaworld_frames import LEROBOT_FRAME_SIZE, frame_size_kwargs, render_frames_at
 from .metaworld_position import ACTION_SPACES, check_action_space
 from .report import format_value, markdown_table
+from .study.evaluation import DelayedChunking, evaluated_policy
 
 DEFAULT_EVAL_SEED = 100_000  # far from the demonstration seeds (0, 1, ...)
 
@@ -83,6 +100,27 @@ def valid_delays(config: PreTrainedConfig, mode: str, candidates: Iterable[int] 
     return [delay for delay in candidates if config.inference_setting_error(mode, delay) is None]
 
 
+def delayed_chunking_accepts(policy: ACTPolicy, delay: int) -> bool:
+    """Whether `DelayedChunking` runs LeRobot's ACT `policy` at `delay` (its own rule decides)."""
+    try:
+        DelayedChunking(policy, delay, policy.config.n_action_steps)
+    except ValueError:
+        return False
+    return True
+
+
+def valid_settings(
+    policy: PreTrainedPolicy, modes: Sequence[str], candidates: Iterable[int] | None = None
+) -> list[tuple[str, int]]:
+    """The (mode, delay) pairs among `modes` and `candidates` (default: 0..chunk_size) that `policy` runs:
+    this policy's, by its config's rules; LeRobot's ACT's, plain chunking (`discard`) only."""
+    candidates = list(range(policy.config.chunk_size + 1) if candidates is None else candidates)
+    if isinstance(policy, ACTPolicy):
+        delays = [delay for delay in candidates if delayed_chunking_accepts(policy, delay)]
+        return [("discard", delay) for delay in delays] if "discard" in modes else []
+    return [(mode, delay) for mode in modes for delay in valid_delays(policy.config, mode, candidates)]
+
+
 @dataclass
 class SettingResult:
     mode: str
@@ -101,28 +139,35 @@ class SettingResult:
 def run_setting(
     env,
     policy,
-    recorder: ChunkStartRecorder,
+    recorder: ChunkStartRecorder | None,
     processors: tuple,
     mode: str,
     delay: int,
     seeds: list[int],
     progress: tqdm | None = None,
 ) -> SettingResult:
-    """Runs one episode per seed at one (mode, delay) and aggregates the two measures."""
-    policy.config.set_inference_setting(mode, delay)
+    """Runs one episode per seed at one (mode, delay) and aggregates the two measures. Without a `recorder`
+    (LeRobot's ACT has no chunk hook), chunks start every `n_action_steps` steps from step 0: the schedule of
+    ACT's own `select_action` and of `DelayedChunking`."""
+    evaluated = evaluated_policy(policy, mode, delay)
     env_preprocessor, env_postprocessor, preprocessor, postprocessor = processors
     episodes, all_jumps, all_inside = [], [], []
     for seed in seeds:
         # MetaWorld draws object positions from NumPy's global generator; LeRobot's env ignores reset seeds.
         np.random.seed(seed)
-        recorder.clear()
+        if recorder is not None:
+            recorder.clear()
         with torch.no_grad():
             result = rollout(
-                env, policy, env_preprocessor, env_postprocessor, preprocessor, postprocessor, seeds=[seed]
+                env, evaluated, env_preprocessor, env_postprocessor, preprocessor, postprocessor, seeds=[seed]
             )
         actions = result["action"][0].numpy()  # a batch of one env: rollout stops when it is done
         success = bool(result["success"][0].any())
-        jumps, inside = chunk_switch_changes(actions, recorder.chunk_starts)
+        if recorder is not None:
+            chunk_starts = recorder.chunk_starts
+        else:
+            chunk_starts = range(0, len(actions), policy.config.n_action_steps)
+        jumps, inside = chunk_switch_changes(actions, chunk_starts)
         all_jumps.extend(jumps.tolist())
         all_inside.extend(inside.tolist())
         episodes.append(
@@ -152,19 +197,77 @@ def run_setting(
     )
 
 
-def make_sweep_env(env_cfg: MetaworldEnvConfig, actions: str) -> gym.vector.SyncVectorEnv:
+def make_sweep_env(
+    env_cfg: MetaworldEnvConfig, actions: str, frame_size: int | None = None
+) -> gym.vector.SyncVectorEnv:
     """One env of `env_cfg`'s task in a vector env, for `rollout`. LeRobot's `make_env` builds it, in 0.4.4
     and 0.6.1 alike, with `create_metaworld_envs(..., env_cls=SyncVectorEnv)`; this calls that factory the
-    same way, except that under position targets the `env_cls` hook wraps each env in `PositionTargets`."""
+    same way, except that the `env_cls` hook makes each env render `frame_size` px frames without shadows
+    (`metaworld_frames`; None: LeRobot's 480 px) and, under position targets, wraps it in
+    `PositionTargets`."""
     check_action_space(actions)
 
-    def vector_env(factories: list[Callable[[], gym.Env]]) -> gym.vector.SyncVectorEnv:
-        if actions == "position":
-            factories = [lambda make=make: with_position_targets(make()) for make in factories]
-        return gym.vector.SyncVectorEnv(factories)
+    def make_env(make: Callable[[], gym.Env]) -> gym.Env:
+        env = make()
+        if frame_size is not None:
+            render_frames_at(lerobot_mujoco_env(env), frame_size)
+        return with_position_targets(env) if actions == "position" else env
 
-    envs = create_metaworld_envs(env_cfg.task, n_envs=1, gym_kwargs=env_cfg.gym_kwargs, env_cls=vector_env)
+    def vector_env(factories: list[Callable[[], gym.Env]]) -> gym.vector.SyncVectorEnv:
+        return gym.vector.SyncVectorEnv([lambda make=make: make_env(make) for make in factories])
+
+    gym_kwargs = {**env_cfg.gym_kwargs, **frame_size_kwargs(frame_size)}
+    envs = create_metaworld_envs(env_cfg.task, n_envs=1, gym_kwargs=gym_kwargs, env_cls=vector_env)
     return next(iter(next(iter(envs.values())).values()))
+
+
+def check_trained_actions(checkpoint: Path, actions: str) -> None:
+    """Refuses to evaluate `checkpoint` in the `actions` space when it was trained in the other one: every
+    action would run as the wrong kind, without an error. lerobot-train's `train_config.json` beside the
+    weights names the dataset, whose action names say which space it recorded (`ACTION_NAMES`). A checkpoint
+    without one (saved by `save_pretrained` alone), or whose dataset is not on this machine, cannot say: it
+    is evaluated as told."""
+    train_config = checkpoint / TRAIN_CONFIG_NAME
+    if not train_config.exists():
+        return
+    dataset = json.loads(train_config.read_text())["dataset"]
+    root = Path(dataset["root"]) if dataset.get("root") else HF_LEROBOT_HOME / dataset["repo_id"]
+    if not (root / INFO_PATH).exists():
+        logging.warning(
+            f"The dataset {checkpoint} was trained on is not at {root}: its action space is unchecked, "
+            f"evaluated as --actions {actions}."
+        )
+        return
+    names = json.loads((root / INFO_PATH).read_text())["features"]["action"]["names"]
+    if names == ACTION_NAMES[actions]:
+        return
+    trained = next((space for space, expected in ACTION_NAMES.items() if names == expected), None)
+    if trained is None:
+        raise ValueError(
+            f"{checkpoint} was trained on {root}, whose actions {names} are none of the MetaWorld action "
+            f"spaces the sweep runs ({ACTION_NAMES}): evaluate checkpoints trained on "
+            "act-rtc-alldelays-metaworld-demos datasets."
+        )
+    raise ValueError(
+        f"{checkpoint} was trained on {trained} actions ({names}, the action names of its dataset {root}), "
+        f"but --actions {actions} would execute its actions as {actions} actions ({ACTION_NAMES[actions]}): "
+        f"pass --actions {trained}."
+    )
+
+
+def check_frame_size(config: PreTrainedConfig, frame_size: int | None) -> None:
+    """Refuses to feed LeRobot's ACT frames of another size than its training images: it does not resize
+    them (this policy does, to its `downscale_img_square`)."""
+    if not isinstance(config, ACTConfig):
+        return
+    side = LEROBOT_FRAME_SIZE if frame_size is None else frame_size
+    for key, feature in config.image_features.items():
+        if tuple(feature.shape[1:]) != (side, side):
+            raise ValueError(
+                f"LeRobot's ACT takes its {key} at the size it was trained on, {feature.shape[1:]} px, and "
+                f"does not resize it: the sweep renders {side} px frames. Pass --frame-size "
+                f"{feature.shape[-1]}, the size its dataset was recorded with (a square image)."
+            )
 
 
 def run_sweep(
@@ -177,11 +280,13 @@ def run_sweep(
     delays: Iterable[int] | None = None,
     device: str = "cpu",
     actions: str = "position",
+    frame_size: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluates `checkpoint`, trained on `actions` (`ACTION_SPACES`), at every valid (mode, delay).
-    `delays` restricts the candidates (default: every delay each mode accepts). Returns the JSON-ready
-    report."""
+    """Evaluates `checkpoint` (this policy's or LeRobot's ACT's), trained on `actions` (`ACTION_SPACES`),
+    at every valid (mode, delay), on `frame_size` px frames (None: LeRobot's 480). `delays` restricts the
+    candidates (default: every delay each mode accepts). Returns the JSON-ready report."""
     check_action_space(actions)
+    check_trained_actions(Path(checkpoint), actions)
     checkpoint = str(checkpoint)
     env_cfg = MetaworldEnvConfig(task=task)
     policy_cfg = PreTrainedConfig.from_pretrained(checkpoint)
@@ -189,13 +294,18 @@ def run_sweep(
     policy_cfg.device = device
     if getattr(policy_cfg, "temporal_ensemble_coeff", None) is not None:
         raise ValueError("The sweep measures chunk switches: use a checkpoint without temporal ensembling.")
-    settings = [(mode, d) for mode in modes for d in valid_delays(policy_cfg, mode, delays)]
-    if not settings:
-        raise ValueError(f"No delay among {delays} is valid for modes {list(modes)} with this checkpoint.")
+    check_frame_size(policy_cfg, frame_size)
 
     # As lerobot-eval builds them (lerobot.scripts.lerobot_eval.eval_main).
     policy = make_policy(cfg=policy_cfg, env_cfg=env_cfg)
     policy.eval()
+    settings = valid_settings(policy, modes, delays)
+    if not settings:
+        only = " (LeRobot's ACT runs plain chunking only: discard)" if isinstance(policy, ACTPolicy) else ""
+        raise ValueError(
+            f"No delay among {delays} is valid for modes {list(modes)} with this {policy_cfg.type} "
+            f"checkpoint{only}."
+        )
     preprocessor, postprocessor = make_pre_post_processors(
         policy_cfg=policy_cfg,
         pretrained_path=checkpoint,
@@ -206,9 +316,9 @@ def run_sweep(
         preprocessor,
         postprocessor,
     )
-    recorder = ChunkStartRecorder(policy)
+    recorder = None if isinstance(policy, ACTPolicy) else ChunkStartRecorder(policy)
     default_to_headless_rendering()
-    env = make_sweep_env(env_cfg, actions)
+    env = make_sweep_env(env_cfg, actions, frame_size)
     # rollout() runs up to the env's own limit (MetaWorld's 500); cap it for a shorter sweep. The limit is
     # LeRobot's env's attribute (`unwrapped`), which rollout reads through any wrapper.
     env_limit = set_max_episode_steps(env.envs[0].unwrapped, max_steps)
@@ -226,13 +336,15 @@ def run_sweep(
     config = policy.config
     return {
         "checkpoint": checkpoint,
+        "policy": config.type,
         "task": task,
         "actions": actions,
+        "frame_size": LEROBOT_FRAME_SIZE if frame_size is None else frame_size,
         "seeds": seeds,
         "max_steps": env_limit,
         "chunk_size": config.chunk_size,
         "n_action_steps": config.n_action_steps,
-        "rtc_max_delay": config.rtc_max_delay,
+        "rtc_max_delay": getattr(config, "rtc_max_delay", None),  # LeRobot's ACT trains no delay
         "results": [asdict(r) for r in results],
     }
 
@@ -245,12 +357,13 @@ def format_setting(result: SettingResult) -> str:
 
 
 def sweep_markdown(report: dict[str, Any]) -> str:
+    max_delay = report["rtc_max_delay"]
     header = (
-        f"Delay sweep of `{report['checkpoint']}` on `{report['task']}` ({report['actions']} actions): "
-        f"{len(report['seeds'])} episodes "
+        f"Delay sweep of `{report['checkpoint']}` ({report['policy']}) on `{report['task']}` "
+        f"({report['actions']} actions, {report['frame_size']} px frames): {len(report['seeds'])} episodes "
         f"per setting (seeds {report['seeds'][0]}..{report['seeds'][-1]}, at most {report['max_steps']} "
-        f"steps), chunk_size {report['chunk_size']}, n_action_steps {report['n_action_steps']}, "
-        f"rtc_max_delay {report['rtc_max_delay']}."
+        f"steps), chunk_size {report['chunk_size']}, n_action_steps {report['n_action_steps']}"
+        f"{'' if max_delay is None else f', rtc_max_delay {max_delay}'}."
     )
     meaning = (
         "Discontinuity = mean action jump at chunk switches / mean step-to-step change inside chunks "
@@ -294,14 +407,16 @@ def draw_sweep(report: dict[str, Any], plt):
     discontinuity_axis.set(
         xlabel="inference delay (steps)", ylabel="jump at switch / change inside chunk", ylim=(0, None)
     )
-    success_axis.axvline(report["rtc_max_delay"], color="gray", linestyle="--", linewidth=1)
-    discontinuity_axis.axvline(report["rtc_max_delay"], color="gray", linestyle="--", linewidth=1)
+    max_delay = report["rtc_max_delay"]  # None for LeRobot's ACT, which trains no delay
     for axis, title in ((success_axis, "Success"), (discontinuity_axis, "Chunk-boundary discontinuity")):
+        if max_delay is not None:
+            axis.axvline(max_delay, color="gray", linestyle="--", linewidth=1)
         axis.set_title(title)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # delays are whole control steps
         axis.legend()
         axis.grid(alpha=0.3)
-    figure.suptitle(f"{report['task']}: {len(report['seeds'])} episodes per point (dashed: rtc_max_delay)")
+    title = f"{report['task']}: {len(report['seeds'])} episodes per point"
+    figure.suptitle(title if max_delay is None else f"{title} (dashed: rtc_max_delay)")
     figure.tight_layout()
     return figure
 
@@ -340,7 +455,15 @@ def main(argv: list[str] | None = None) -> None:
         "--actions",
         choices=ACTION_SPACES,
         default="position",
-        help="the action space the checkpoint was trained in (the dataset's: target_* names are position)",
+        help="the action space the checkpoint was trained in (its dataset's: target_* names are position); "
+        "a lerobot-train checkpoint whose dataset says otherwise is refused",
+    )
+    parser.add_argument(
+        "--frame-size",
+        type=int,
+        default=None,
+        help="render frames of this side, without shadows (default: LeRobot's 480 px): the dataset's "
+        "--frame-size; LeRobot's ACT needs its training image size",
     )
     parser.add_argument("--output-dir", type=Path, default=Path("delay_sweep_out"))
     args = parser.parse_args(argv)
@@ -354,6 +477,7 @@ def main(argv: list[str] | None = None) -> None:
         args.delays,
         args.device,
         args.actions,
+        args.frame_size,
     )
     print(write_report(report, args.output_dir))
     print(f"Wrote delay_sweep.json, .md and .png to {args.output_dir}")

@@ -4,7 +4,10 @@ The frames come from LeRobot's own `MetaworldEnv` (the environment `lerobot-eval
 builds), and are stored already downscaled through `pad_to_square_and_resize`, the function the policy's
 preprocessor applies at evaluation: with `--policy.downscale_img_square` equal to the dataset's image size,
 training and evaluation see the same pixels. The only difference is that storage quantizes the resized
-image to uint8 (at most 0.5/255 per pixel), whereas evaluation feeds the float result.
+image to uint8 (at most 0.5/255 per pixel), whereas evaluation feeds the float result. `--frame-size`
+renders smaller frames than LeRobot's 480 px, without shadows (`metaworld_frames`), at a fraction of the
+cost; evaluate with the same frame size then (`act-rtc-alldelays-delay-sweep --frame-size`), not with
+`lerobot-eval`, which renders LeRobot's.
 
 Actions come in one of two spaces (`metaworld_position.ACTION_SPACES`), named in the dataset's action
 names (`ACTION_NAMES`):
@@ -43,6 +46,7 @@ from tqdm import tqdm
 
 from ..image_resize import pad_to_square_and_resize
 from .dataset_writer import write_dataset
+from .metaworld_frames import frame_size_kwargs, render_frames_at
 from .metaworld_position import ACTION_SPACES, PositionTargets, check_action_space, target_of_delta
 
 DEFAULT_TASK = "button-press-topdown-v3"
@@ -130,12 +134,15 @@ def with_position_targets(env: MetaworldEnv) -> PositionTargets:
     return PositionTargets(env, lerobot_mujoco_env(env))
 
 
-def make_expert_env(task: str) -> MetaworldEnv:
+def make_expert_env(task: str, frame_size: int | None = None) -> MetaworldEnv:
     """LeRobot's MetaWorld env with the settings of its `--env.type=metaworld` config (pixels + agent_pos),
-    its MuJoCo env wrapped in a `RawObservationRecorder` for the expert."""
+    rendering `frame_size` px frames without shadows (`metaworld_frames`; None: LeRobot's 480 px), its MuJoCo
+    env wrapped in a `RawObservationRecorder` for the expert."""
     default_to_headless_rendering()
-    env = MetaworldEnv(task=task, **MetaworldEnvConfig(task=task).gym_kwargs)
-    lerobot_mujoco_env(env, wrapper=RawObservationRecorder)
+    env = MetaworldEnv(task=task, **MetaworldEnvConfig(task=task).gym_kwargs, **frame_size_kwargs(frame_size))
+    recorder = lerobot_mujoco_env(env, wrapper=RawObservationRecorder)
+    if frame_size is not None:
+        render_frames_at(recorder, frame_size)
     return env
 
 
@@ -212,14 +219,16 @@ def make_metaworld_dataset(
     keep_failed: bool = False,
     max_attempts: int | None = None,
     actions: str = "position",
+    frame_size: int | None = None,
 ) -> LeRobotDataset:
     """Writes `n_episodes` successful expert episodes under `root` (which must not exist) and returns the
     dataset. Episode `i` of the attempts uses seed `seed + i`; failed attempts are skipped (kept only with
     `keep_failed`, for tests), up to `max_attempts` (default `2 * n_episodes`). `actions`: the action space
-    stored (`ACTION_SPACES`, see the module docstring)."""
+    stored (`ACTION_SPACES`, see the module docstring); `frame_size`: the rendered frames' side (None:
+    LeRobot's 480 px), resized to `image_size` for storage."""
     check_action_space(actions)
     max_attempts = 2 * n_episodes if max_attempts is None else max_attempts
-    env = make_expert_env(task)
+    env = make_expert_env(task, frame_size)
     kept = 0
 
     def episodes() -> Iterator[list[dict[str, Any]]]:
@@ -268,6 +277,13 @@ def main(argv: list[str] | None = None) -> None:
         default=96,
         help="stored square side; use the same value as --policy.downscale_img_square",
     )
+    parser.add_argument(
+        "--frame-size",
+        type=int,
+        default=None,
+        help="render frames of this side, without shadows (default: LeRobot's 480 px); evaluate with the "
+        "same --frame-size",
+    )
     parser.add_argument("--max-steps", type=int, default=200, help="step cap per episode")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (then +1 each)")
     parser.add_argument("--max-attempts", type=int, default=None, help="default: 2 x episodes")
@@ -289,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         repo_id=args.repo_id,
         max_attempts=args.max_attempts,
         actions=args.actions,
+        frame_size=args.frame_size,
     )
     print(
         f"Wrote {dataset.meta.total_episodes} episodes ({dataset.meta.total_frames} frames) of {args.task} "

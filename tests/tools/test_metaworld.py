@@ -1,6 +1,7 @@
 """MetaWorld demonstrations and the closed-loop delay sweep, kept short: every rendered step costs ~0.3 s."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ from conftest import make_batch, make_policy, tiny_config  # noqa: E402
 from lerobot.configs.types import FeatureType, PolicyFeature  # noqa: E402
 from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig  # noqa: E402
 from lerobot.envs.metaworld import MetaworldEnv  # noqa: E402
+from lerobot.policies.act.configuration_act import ACTConfig  # noqa: E402
+from lerobot.policies.act.modeling_act import ACTPolicy  # noqa: E402
+from lerobot.policies.factory import make_pre_post_processors  # noqa: E402
 
 from lerobot_policy_act_rtc_alldelays import (  # noqa: E402
     ACTRelativeRTCAllDelaysConfig,
@@ -20,8 +24,10 @@ from lerobot_policy_act_rtc_alldelays import (  # noqa: E402
     pad_to_square_and_resize,
 )
 from lerobot_policy_act_rtc_alldelays.dataset_derived import init_from_dataset  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools import delay_sweep  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.delay_sweep import (  # noqa: E402
     ChunkStartRecorder,
+    check_trained_actions,
     chunk_switch_changes,
     discontinuity_ratio,
     make_sweep_env,
@@ -29,16 +35,24 @@ from lerobot_policy_act_rtc_alldelays.tools.delay_sweep import (  # noqa: E402
     valid_delays,
     write_report,
 )
-from lerobot_policy_act_rtc_alldelays.tools.main_job import parse_arguments, train_arguments  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.main_job import (  # noqa: E402
+    POLICY_TYPES,
+    parse_arguments,
+    recorded_dataset,
+    train_arguments,
+)
 from lerobot_policy_act_rtc_alldelays.tools.metaworld_demos import (  # noqa: E402
     ACTION_NAMES,
     DEFAULT_TASK,
     IMAGE_KEY,
     STATE_KEY,
+    lerobot_mujoco_env,
     make_expert_env,
     make_metaworld_dataset,
 )
+from lerobot_policy_act_rtc_alldelays.tools.metaworld_frames import render_frames_at  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.metaworld_position import PositionTargets  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.policy_sizes import TINY  # noqa: E402
 
 IMAGE_SIZE = 32
 SEED = 7
@@ -113,6 +127,22 @@ def test_replaying_the_stored_actions_in_the_sweep_env_reproduces_the_demo(actio
         for state, action in zip(states, stored, strict=True):
             np.testing.assert_allclose(observation["agent_pos"][0], state, rtol=0, atol=atol)
             observation, *_ = env.step(action[None])
+    finally:
+        env.close()
+
+
+def test_small_frames_render_at_their_declared_size_without_shadows():
+    env = make_expert_env(DEFAULT_TASK, frame_size=IMAGE_SIZE)
+    try:
+        mujoco_env = lerobot_mujoco_env(env)
+        assert mujoco_env.model.vis.quality.shadowsize == 0
+        np.random.seed(SEED)
+        observation, _ = env.reset(seed=SEED)
+        declared = env.observation_space["pixels"].shape
+        assert observation["pixels"].shape == declared == (IMAGE_SIZE, IMAGE_SIZE, 3)
+        # The size is fixed with the renderer's OpenGL context, at the first frame.
+        with pytest.raises(RuntimeError, match="before its first frame"):
+            render_frames_at(mujoco_env, 64)
     finally:
         env.close()
 
@@ -204,15 +234,35 @@ def test_delay_sweep_writes_both_measures_per_mode_and_delay(tiny_checkpoint, tm
 
 
 def test_main_job_overrides_replace_the_lerobot_train_defaults(demo_dataset, tmp_path):
-    arguments = train_arguments(
-        demo_dataset, tmp_path / "train", IMAGE_SIZE, ["--steps=10", "--policy.dim_model=64"]
-    )
+    overrides = ["--steps=10", "--policy.dim_model=64"]
+    arguments = train_arguments(POLICY_TYPES[1], demo_dataset, tmp_path / "train", IMAGE_SIZE, overrides)
     assert {"--steps=10", "--save_freq=10", "--policy.dim_model=64"} <= set(arguments)
     assert not any(a.startswith("--policy.dim_model=128") for a in arguments)
     assert f"--policy.downscale_img_square={IMAGE_SIZE}" in arguments
     assert f"--dataset.root={demo_dataset.meta.root}" in arguments
     with pytest.raises(ValueError, match="--key=value"):
-        train_arguments(demo_dataset, tmp_path / "train", IMAGE_SIZE, ["--steps", "10"])
+        train_arguments(POLICY_TYPES[1], demo_dataset, tmp_path / "train", IMAGE_SIZE, ["--steps", "10"])
+
+
+def test_main_job_trains_lerobots_act_like_this_policy_without_this_policys_fields(demo_dataset, tmp_path):
+    overrides = ["--steps=10", "--policy.dim_model=64", "--policy.rtc_prefix_dropout=0.25"]
+    act, rtc = (
+        train_arguments(policy_type, demo_dataset, tmp_path / policy_type, IMAGE_SIZE, overrides)
+        for policy_type in POLICY_TYPES
+    )
+    assert "--policy.type=act" in act and "--policy.type=act_relative_rtc_alldelays" in rtc
+
+    def shared(arguments):
+        return {a for a in arguments if not a.startswith(("--policy.type=", "--output_dir="))}
+
+    # The same sizes, chunking, steps, batches and seed; this policy's own fields only for it.
+    assert shared(act) < shared(rtc)
+    assert {"--policy.chunk_size=18", "--policy.n_action_steps=9", "--steps=10", "--seed=1000"} <= set(act)
+    assert {a.split("=")[0] for a in shared(rtc) - shared(act)} == {
+        "--policy.rtc_max_delay",
+        "--policy.downscale_img_square",
+        "--policy.rtc_prefix_dropout",
+    }
 
 
 @pytest.mark.parametrize(("argv", "relative"), [([], True), (["--actions", "delta"], False)])
@@ -221,8 +271,79 @@ def test_main_job_trains_relative_actions_by_default_and_absolute_deltas_on_requ
 ):
     args, overrides = parse_arguments([*argv, "--steps=10"])
     assert args.actions == ("position" if relative else "delta") and overrides == ["--steps=10"]
-    arguments = train_arguments(demo_dataset, tmp_path / "train", IMAGE_SIZE, overrides, args.actions)
-    flags = [a for a in arguments if a.startswith("--policy.predict_relative_actions=")]
-    # Position targets leave the flag to the policy's default, which is relative actions.
-    assert flags == ([] if relative else ["--policy.predict_relative_actions=false"])
+    for policy_type in POLICY_TYPES:
+        arguments = train_arguments(
+            policy_type, demo_dataset, tmp_path / policy_type, IMAGE_SIZE, overrides, args.actions
+        )
+        flags = [a for a in arguments if a.startswith("--policy.predict_relative_actions=")]
+        # Position targets leave the flag to the policy's default, which is relative actions; LeRobot's ACT
+        # has no such field: it predicts absolute actions.
+        expected = [] if relative or policy_type == "act" else ["--policy.predict_relative_actions=false"]
+        assert flags == expected
     assert ACTRelativeRTCAllDelaysConfig().predict_relative_actions
+
+
+def test_main_job_refuses_a_work_dirs_dataset_recorded_under_other_settings(tmp_path):
+    args, _ = parse_arguments(["--work-dir", str(tmp_path), "--image-size", "96"])
+    (tmp_path / "data").mkdir()
+    with pytest.raises(SystemExit, match="no recording.json: an interrupted recording"):
+        recorded_dataset(args, "[1/4]")
+    recorded = {"task": args.task, "actions": "position", "episodes": args.episodes, "image_size": 64}
+    (tmp_path / "recording.json").write_text(json.dumps({**recorded, "demo_seed": args.demo_seed}))
+    with pytest.raises(SystemExit, match="'image_size': 64.*'image_size': 96.*another --work-dir"):
+        recorded_dataset(args, "[1/4]")
+
+
+def with_train_config(checkpoint, dataset, tmp_path):
+    """A copy of `checkpoint` with the part of lerobot-train's `train_config.json` that names its dataset."""
+    copy = tmp_path / "pretrained_model"
+    shutil.copytree(checkpoint, copy)
+    named = {"repo_id": dataset.meta.repo_id, "root": str(dataset.meta.root)}
+    (copy / "train_config.json").write_text(json.dumps({"dataset": named}))
+    return copy
+
+
+def test_delay_sweep_refuses_actions_other_than_the_checkpoints_dataset_recorded(
+    tiny_checkpoint, delta_demo_dataset, tmp_path
+):
+    checkpoint = with_train_config(tiny_checkpoint, delta_demo_dataset, tmp_path)
+    check_trained_actions(checkpoint, "delta")  # what it was trained on: accepted
+    with pytest.raises(ValueError, match=r"trained on delta actions \(\['delta_x'.*pass --actions delta\.$"):
+        delay_sweep.main([str(checkpoint), "--actions", "position", "--output-dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_act_checkpoint(demo_dataset, tmp_path_factory):
+    """An untrained tiny LeRobot ACT on the demos' 32 px images, saved with its processors."""
+    config = ACTConfig(
+        **{**TINY, "chunk_size": 4, "n_action_steps": 2},
+        device="cpu",
+        use_vae=False,
+        input_features={
+            IMAGE_KEY: PolicyFeature(type=FeatureType.VISUAL, shape=(3, IMAGE_SIZE, IMAGE_SIZE)),
+            STATE_KEY: PolicyFeature(type=FeatureType.STATE, shape=(4,)),
+        },
+        output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(4,))},
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("act_checkpoint") / "pretrained_model"
+    processors = make_pre_post_processors(config, dataset_stats=demo_dataset.meta.stats)
+    for component in (ACTPolicy(config), *processors):
+        component.save_pretrained(path)
+    return path
+
+
+def test_delay_sweep_runs_lerobots_act_in_plain_chunking_on_frames_of_its_image_size(tiny_act_checkpoint):
+    # ACT does not resize its images: LeRobot's 480 px frames are refused.
+    with pytest.raises(ValueError, match=f"Pass --frame-size {IMAGE_SIZE}"):
+        run_sweep(tiny_act_checkpoint, n_episodes=1, max_steps=5)
+    report = run_sweep(
+        tiny_act_checkpoint, n_episodes=1, max_steps=5, delays=[0, 1, 2], frame_size=IMAGE_SIZE
+    )
+    assert (report["policy"], report["rtc_max_delay"], report["frame_size"]) == ("act", None, IMAGE_SIZE)
+    # Discard only; `DelayedChunking` needs delay < n_action_steps = 2.
+    assert [(r["mode"], r["delay"]) for r in report["results"]] == [("discard", 0), ("discard", 1)]
+    for result in report["results"]:
+        assert result["episodes"][0]["steps"] == 5
+        assert result["n_switches"] == 2  # chunks of 2 actions: switches at steps 2 and 4
