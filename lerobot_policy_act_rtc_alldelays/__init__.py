@@ -12,7 +12,7 @@ from .modeling_act_relative_rtc import ACTRelativeRTC, ACTRelativeRTCPolicy
 from .modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelays, ACTRelativeRTCAllDelaysPolicy
 from .processor_act_relative_rtc_alldelays import make_act_relative_rtc_alldelays_pre_post_processors
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "ACTRelativeRTC",

@@ -1,12 +1,14 @@
 """Checks of a checkpoint's weights file as the policy loads it: `from_pretrained`, and so `make_policy`,
 `lerobot-train --policy.path`, `--resume` and `lerobot-eval`."""
 
+import json
 import logging
+from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .configuration_act_relative_rtc import RTC_PREFIX_ATTENTIONS
+from .config_checks import RTC_PREFIX_ATTENTIONS
 from .dataset_derived import loaded_without
 
 # Weights a checkpoint of an earlier release lacks, which loading copes without. `stats_fingerprint` and
@@ -14,6 +16,10 @@ from .dataset_derived import loaded_without
 # mask token (before 0.3.0, like the state token): only training reads it, and it is learned from there.
 OPTIONAL_WEIGHTS = ("stats_fingerprint", "trained_prefix_attention", "model.prefix_mask_embed.weight")
 MAX_NAMED = 10  # missing weights named in the error; a checkpoint of another model lacks hundreds
+# Fields whose default changed what the policy does: (today's default, the value of the releases before the
+# field existed). A checkpoint of such a release has no entry for the field in its config.json, so the config
+# built from that file holds today's default.
+EARLIER_RELEASE_VALUES = {"rtc_blend_steps": (None, 0), "rtc_delay0_loss_share": (0.5, None)}
 
 
 def stored_weight_names(model_file: str) -> set[str]:
@@ -29,6 +35,21 @@ def stored_weight_names(model_file: str) -> set[str]:
             "it from the Hugging Face cache), or save the policy again (`save_pretrained`, or another "
             "checkpoint of the training run)."
         ) from error
+
+
+def adopt_earlier_release_values(config, config_file: Path) -> None:
+    """Sets the fields of `EARLIER_RELEASE_VALUES` that `config_file` (the checkpoint's config.json) lacks to
+    the values the checkpoint was saved under, so it predicts, and trains on, exactly as before. A field that
+    differs from today's default was set by the user (`--policy.<field>`) and is kept. Without a config.json
+    beside the weights nothing is known of their release, and nothing changes."""
+    if not config_file.is_file():
+        return
+    saved = json.loads(config_file.read_text())
+    for name, (default, earlier) in EARLIER_RELEASE_VALUES.items():
+        if name not in saved and hasattr(config, name) and getattr(config, name) == default:
+            logging.info("%s has no '%s' (an earlier release): loading it with %s=%s, as it was saved.",
+                         config_file, name, name, earlier)
+            setattr(config, name, earlier)
 
 
 def refuse_missing_weights(policy: nn.Module, stored: set[str], model_file: str) -> None:

@@ -5,8 +5,6 @@ registered `act_relative_rtc_alldelays` type, whose configuration subclasses thi
 """
 
 import logging
-import math
-import numbers
 from dataclasses import dataclass, field
 
 from lerobot.configs.policies import PreTrainedConfig
@@ -14,8 +12,10 @@ from lerobot.configs.types import NormalizationMode
 from lerobot.optim.optimizers import AdamWConfig
 from lerobot.utils.constants import OBS_STATE
 
-RTC_INFERENCE_MODES = ("prefix", "discard")
-RTC_PREFIX_ATTENTIONS = ("full", "shared_observation")
+from .blending import chunk_overlap, default_blend_steps
+from .config_checks import RTC_INFERENCE_MODES, RTC_PREFIX_ATTENTIONS, validate_config
+
+__all__ = ["ACTRelativeRTCConfig", "RTC_INFERENCE_MODES", "RTC_PREFIX_ATTENTIONS"]
 
 
 @dataclass
@@ -29,7 +29,10 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     Each sample's action window has `rtc_max_delay + chunk_size` actions starting at `first_action_index`.
     For delay `d`, the prefix is `window[0:d]` and the targets are `window[d : d + chunk_size]`.
 
-    Args (only those that differ from LeRobot's `ACTConfig`):
+    Args (only those that differ from LeRobot's `ACTConfig`, in meaning or default):
+        n_action_steps: Actions executed per chunk, as in ACT; 50 by default (ACT: 100, the whole chunk), so
+            that each chunk overlaps the next by 50 steps and the default `rtc_blend_steps` joins them
+            smoothly.
         rtc_max_delay: Largest inference delay, in control steps, that training simulates.
         first_action_index: Index, relative to the observation's frame, of the window's first action. 0 is
             LeRobot's standard pairing of `action[t]` with the observation at `t`; 1 skips `action[t]` for
@@ -51,11 +54,16 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             (i < k), the action executed is `w_i * previous + (1 - w_i) * new` with
             `w_i = (k - i) / (k + 1)`, so the new chunk fully takes over at its k-th action. The actions
             that execute while inference runs are never changed, and an episode's first chunk has nothing
-            to blend with. 0 (the default) is off. At most `n_action_steps` (blending ends before the next
-            chunk arrives) and at most the actions a chunk predicts past the ones it executes,
-            `chunk_size - n_action_steps`. Where the previous chunk predicts fewer steps past the join (in
-            discard mode it drops the first `rtc_inference_delay`), the blend runs over those, with the
-            weights of that shorter k.
+            to blend with. None (the default) blends over half of the steps consecutive chunks overlap:
+            in `select_action`, half of min(`chunk_size - n_action_steps`, `n_action_steps`) (4 for chunk
+            18 executing 9; 25 for the default 100 executing 50); in LeRobot 0.6's runtime, half of the
+            previous chunk's rows left past the join; 0 where chunks do not overlap
+            (`n_action_steps == chunk_size`) or under temporal ensembling. 0 is off. An explicit k is at
+            most `n_action_steps` (blending ends before the next chunk arrives) and at most the actions a
+            chunk predicts past the ones it executes, `chunk_size - n_action_steps`. Where the previous
+            chunk predicts fewer steps past the join (in discard mode it drops the first
+            `rtc_inference_delay`), the blend runs over those, with the weights of that shorter k.
+            Checkpoints saved before this field existed load with 0, as they ran.
         use_state_token: Give `observation.state`, if the inputs have one, its own encoder token, as ACT
             does (normalized inside the model with the dataset's statistics when relative actions are on,
             by the preprocessor otherwise). Without it the state is only the relative actions' origin.
@@ -74,7 +82,9 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
 
     n_obs_steps: int = 1
     chunk_size: int = 100
-    n_action_steps: int = 100
+    # Half of ACT's 100: a chunk then predicts 50 steps past the ones it executes, which the next chunk
+    # blends over (`rtc_blend_steps`); with ACT's 100 consecutive chunks never overlap.
+    n_action_steps: int = 50
 
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {"VISUAL": NormalizationMode.MEAN_STD}
@@ -106,7 +116,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     downscale_img_square: int | None = None
     rtc_inference_delay: int = 0
     rtc_inference_mode: str = "discard"
-    rtc_blend_steps: int = 0
+    rtc_blend_steps: int | None = None
     rtc_prefix_attention: str = "full"
     use_state_token: bool = True
     rtc_prefix_dropout: float = 0.5
@@ -135,130 +145,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             raise
 
     def _validate_fields(self) -> None:
-        if not self.vision_backbone.startswith("resnet"):
-            raise ValueError(
-                "`vision_backbone` must be a torchvision ResNet (e.g. 'resnet18'), got "
-                f"'{self.vision_backbone}'."
-            )
-        if self.n_obs_steps != 1:
-            raise ValueError(f"`n_obs_steps` must be 1 (one observation per step), got {self.n_obs_steps}.")
-        if self.rtc_max_delay < 0:
-            raise ValueError(
-                "`rtc_max_delay` must be >= 0 (the largest inference delay in control steps), got "
-                f"{self.rtc_max_delay}. Use 0 to train without an action prefix."
-            )
-        if self.rtc_max_delay >= self.chunk_size:
-            raise ValueError(
-                f"`rtc_max_delay` ({self.rtc_max_delay}) must be smaller than `chunk_size` "
-                f"({self.chunk_size}): a chunk predicted after a delay of `rtc_max_delay` actions must still "
-                "hold new actions. Lower `--policy.rtc_max_delay` or raise `--policy.chunk_size`."
-            )
-        validate_action_loss_weights(self.action_loss_weights)
-        if self.first_action_index < 0:
-            raise ValueError(
-                f"`first_action_index` must be 0 or 1 (or larger), got {self.first_action_index}."
-            )
-        if self.n_action_steps > self.chunk_size:
-            raise ValueError(
-                f"`n_action_steps` ({self.n_action_steps}) cannot exceed `chunk_size` ({self.chunk_size}): a "
-                "chunk only holds `chunk_size` actions. Lower `--policy.n_action_steps` or raise "
-                "`--policy.chunk_size`."
-            )
-        if self.temporal_ensemble_coeff is not None and self.n_action_steps > 1:
-            raise ValueError(
-                "Temporal ensembling queries the policy every step: set `--policy.n_action_steps=1` with "
-                "`temporal_ensemble_coeff`."
-            )
-        validate_inference_delay_type(self.rtc_inference_delay)
-        if self.temporal_ensemble_coeff is not None and self.rtc_inference_delay > 0:
-            raise ValueError(
-                "Temporal ensembling cannot be combined with an inference delay: set "
-                "`--policy.rtc_inference_delay=0` or `--policy.temporal_ensemble_coeff=null`."
-            )
-        if self.downscale_img_square is not None and self.downscale_img_square <= 0:
-            raise ValueError(
-                "`downscale_img_square` must be a positive side length in pixels or None, got "
-                f"{self.downscale_img_square}."
-            )
-        if self.rtc_inference_mode not in RTC_INFERENCE_MODES:
-            raise ValueError(
-                f"`rtc_inference_mode` must be one of {RTC_INFERENCE_MODES}, got '{self.rtc_inference_mode}'."
-            )
-        if self.rtc_inference_delay < 0 or self.rtc_inference_delay >= self.n_action_steps:
-            raise ValueError(
-                f"`rtc_inference_delay` must be in 0..n_action_steps-1 (0..{self.n_action_steps - 1}): the "
-                "next chunk is requested while `delay` actions of the current one remain. Got "
-                f"{self.rtc_inference_delay}."
-            )
-        if self.rtc_inference_mode == "prefix" and self.rtc_inference_delay > self.rtc_max_delay:
-            raise ValueError(
-                f"`rtc_inference_delay` ({self.rtc_inference_delay}) exceeds `rtc_max_delay` "
-                f"({self.rtc_max_delay}), the largest delay the model was trained on. Lower it, or use "
-                "`--policy.rtc_inference_mode=discard` to measure plain chunking at larger delays."
-            )
-        if (
-            self.rtc_inference_mode == "discard"
-            and self.rtc_inference_delay + self.n_action_steps > self.chunk_size
-        ):
-            raise ValueError(
-                f"In discard mode a chunk must hold the {self.rtc_inference_delay} dropped actions plus "
-                f"n_action_steps={self.n_action_steps}, but chunk_size is {self.chunk_size}. Lower "
-                "`n_action_steps` or the delay."
-            )
-        self._validate_blend_steps()
-        validate_prefix_remedies(self.rtc_prefix_dropout, self.rtc_prefix_noise_std)
-        if self.rtc_prefix_attention not in RTC_PREFIX_ATTENTIONS:
-            raise ValueError(
-                f"`rtc_prefix_attention` must be one of {RTC_PREFIX_ATTENTIONS}, got "
-                f"'{self.rtc_prefix_attention}'."
-            )
-        if self.rtc_prefix_attention == "shared_observation" and self.rtc_max_delay == 0 and not self.use_vae:
-            raise ValueError(
-                "`rtc_prefix_attention=shared_observation` separates the observation from per-delay tokens, "
-                "but with `rtc_max_delay=0` and no VAE there are none: use `rtc_prefix_attention=full`."
-            )
-        if self.predict_relative_actions:
-            for feature_type in ("STATE", "ACTION"):
-                if self.normalization_mapping.get(feature_type, NormalizationMode.IDENTITY) != (
-                    NormalizationMode.IDENTITY
-                ):
-                    raise ValueError(
-                        "With `predict_relative_actions=true` the model normalizes relative actions itself "
-                        f"from raw states and actions, so `normalization_mapping['{feature_type}']` must be "
-                        f"IDENTITY, got {self.normalization_mapping[feature_type]}."
-                    )
-
-    def _validate_blend_steps(self) -> None:
-        """Refuses an `rtc_blend_steps` that is not an integer in 0..(the steps two chunks can overlap)."""
-        steps = self.rtc_blend_steps
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-            raise ValueError(
-                "`rtc_blend_steps` counts the actions over which a new chunk is blended into the previous "
-                f"one and must be an integer >= 0 (0: no blending), got {steps!r}."
-            )
-        if steps == 0:
-            return
-        if self.temporal_ensemble_coeff is not None:
-            raise ValueError(
-                "Temporal ensembling already averages every overlapping chunk at each step: set "
-                "`--policy.rtc_blend_steps=0` or `--policy.temporal_ensemble_coeff=null`."
-            )
-        if steps > self.n_action_steps:
-            raise ValueError(
-                f"`rtc_blend_steps` ({steps}) exceeds `n_action_steps` ({self.n_action_steps}): the blend "
-                "must end before the next chunk takes over, or the new chunk never fully replaces the "
-                "previous one. Lower `--policy.rtc_blend_steps`."
-            )
-        # In prefix mode a chunk predicts `chunk_size - n_action_steps` actions past the ones it executes: the
-        # most two chunks can overlap. (Discard mode drops `delay` more, and blends over what is left.)
-        overlap = self.chunk_size - self.n_action_steps
-        if steps > overlap:
-            raise ValueError(
-                f"`rtc_blend_steps` ({steps}) exceeds the {max(overlap, 0)} actions a chunk predicts past "
-                f"the ones it executes (chunk_size={self.chunk_size} - "
-                f"n_action_steps={self.n_action_steps}): past them the previous chunk has no action to blend "
-                "with. Lower `--policy.rtc_blend_steps` or `--policy.n_action_steps`."
-            )
+        validate_config(self)
 
     def inference_setting_error(self, mode: str, delay: int) -> str | None:
         """Why `select_action` cannot run with `rtc_inference_mode=mode` and `rtc_inference_delay=delay`
@@ -283,6 +170,16 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
                 f"Cannot set rtc_inference_mode='{mode}' and rtc_inference_delay={delay!r}: {error}"
             )
         self.rtc_inference_mode, self.rtc_inference_delay = mode, delay
+
+    @property
+    def blend_steps(self) -> int:
+        """k of `select_action`'s blending at the join: `rtc_blend_steps`, None resolved to half of the
+        steps consecutive chunks overlap (0 where none do, or under temporal ensembling)."""
+        if self.rtc_blend_steps is not None:
+            return self.rtc_blend_steps
+        if self.temporal_ensemble_coeff is not None:
+            return 0
+        return default_blend_steps(chunk_overlap(self.chunk_size, self.n_action_steps))
 
     @property
     def has_state_token(self) -> bool:
@@ -361,52 +258,3 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     @property
     def reward_delta_indices(self) -> None:
         return None
-
-
-def validate_action_loss_weights(weights: dict[str, float] | None) -> None:
-    """Refuses `action_loss_weights` that are not a map of action names to finite, non-negative numbers."""
-    if weights is None:
-        return
-    if not isinstance(weights, dict):
-        raise ValueError(
-            "`action_loss_weights` must map action names to weights, e.g. '{\"gripper.pos\": 2.0}', "
-            f"got {weights!r}."
-        )
-    bad = {
-        name: weight
-        for name, weight in weights.items()
-        if isinstance(weight, bool)
-        or not isinstance(weight, int | float)
-        or not math.isfinite(weight)
-        or weight < 0
-    }
-    if bad:
-        raise ValueError(
-            "`action_loss_weights` must be finite, non-negative numbers (a negative weight would train "
-            f"a negated loss term), got {bad}. Fix or remove these entries."
-        )
-
-
-def validate_inference_delay_type(delay: int) -> None:
-    """Refuses an `rtc_inference_delay` that is not an integer: it counts control steps and slices chunks."""
-    if isinstance(delay, bool) or not isinstance(delay, numbers.Integral):
-        whole = isinstance(delay, float) and delay.is_integer()
-        raise ValueError(
-            "`rtc_inference_delay` counts control steps and must be an integer, got "
-            f"{delay!r} ({type(delay).__name__}).{f' Pass {int(delay)}.' if whole else ''}"
-        )
-
-
-def validate_prefix_remedies(dropout: float, noise_std: float) -> None:
-    """Refuses a `rtc_prefix_dropout` outside [0, 1) and a negative or non-finite `rtc_prefix_noise_std`."""
-    for name, value in (("rtc_prefix_dropout", dropout), ("rtc_prefix_noise_std", noise_std)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
-    if not 0 <= dropout < 1:
-        raise ValueError(
-            "`rtc_prefix_dropout` is the probability of hiding a prefix in training: it must be in "
-            f"[0, 1), got {dropout}. (1 would never train the prefix; use "
-            "`rtc_max_delay=0` for a policy without one.)"
-        )
-    if noise_std < 0:
-        raise ValueError(f"`rtc_prefix_noise_std` must be >= 0, got {noise_std}.")

@@ -1,5 +1,6 @@
 """ACT's training losses, per chunk and per latent, and their reduction."""
 
+import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
@@ -21,3 +22,17 @@ def reduce_loss(per_sample: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return per_sample.mean()
     raise ValueError(f"reduction must be 'mean' or 'none', got '{reduction}'.")
+
+
+def delay_loss_weights(n_delays: int, delay0_share: float | None, explicit: list[float] | None) -> Tensor:
+    """[D] weight of each delay's L1 in the loss, mean 1 (so the loss scale and the learning rate do not
+    depend on them): `explicit` when given, else delay 0 gets `delay0_share` of the total and the other
+    delays the rest equally; every delay alike when the share is None or there is only delay 0."""
+    if explicit is not None:
+        weights = torch.tensor(explicit, dtype=torch.float32)
+    elif delay0_share is None or n_delays == 1:
+        weights = torch.ones(n_delays)
+    else:
+        weights = torch.full((n_delays,), (1 - delay0_share) / (n_delays - 1))
+        weights[0] = delay0_share
+    return weights / weights.mean()

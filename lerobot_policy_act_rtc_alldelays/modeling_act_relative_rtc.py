@@ -20,11 +20,13 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from itertools import chain
+from pathlib import Path
 
 import einops
 import torch
 import torchvision
 from huggingface_hub import ModelCard
+from huggingface_hub.constants import CONFIG_NAME
 from lerobot.policies.act.modeling_act import (
     ACTDecoder,
     ACTEncoder,
@@ -41,6 +43,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from .attention import attention_masks, shared_observation_masks, use_masked_attention
 from .blending import blend_join
 from .checkpoint_loading import (
+    adopt_earlier_release_values,
     refuse_missing_weights,
     refuse_other_attention_mode,
     stored_weight_names,
@@ -403,8 +406,11 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         cls, model: "ACTRelativeRTCPolicy", model_file: str, map_location: str, strict: bool
     ) -> "ACTRelativeRTCPolicy":
         """LeRobot's loading of the weights file in `from_pretrained` (0.4.4 and 0.6.1 alike), refusing a
-        truncated or corrupt file and a checkpoint that lacks weights of this policy."""
+        truncated or corrupt file and a checkpoint that lacks weights of this policy. A checkpoint saved
+        before a field whose default changes behaviour existed runs as it was saved (`config.json` beside
+        the weights tells)."""
         stored = stored_weight_names(model_file)
+        adopt_earlier_release_values(model.config, Path(model_file).with_name(CONFIG_NAME))
         model = super()._load_as_safetensor(model, model_file, map_location, strict)
         refuse_missing_weights(model, stored, model_file)
         return model
@@ -542,7 +548,8 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         observation, when exactly `delay` of them remain: those keep executing (in "prefix" mode they are
         the new chunk's prefix; in "discard" mode the new chunk's first `delay` actions are dropped
         instead). The first chunk of an episode has no predecessor and uses delay 0. With
-        `rtc_blend_steps` = k > 0, the first k actions of every later chunk are blended with the previous
+        `blend_steps` = k > 0 (`rtc_blend_steps`, by default half of the overlap of consecutive chunks), the
+        first k actions of every later chunk are blended with the previous
         chunk's predictions for the same steps (see `blending.blend_join`); the actions still queued are
         never changed. `on_chunk_start`, if set, receives the step at which each new chunk's first action
         executes. Before each request the mode and delay are checked against the config's rules
@@ -574,8 +581,8 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             chunk = predicted[:, first : first + n_steps]
             # The actions still queued execute first; the new chunk's actions follow them, at the steps the
             # previous chunk's unqueued tail was predicted for. Queued actions are never blended.
-            if self._unqueued_tail is not None and self.config.rtc_blend_steps > 0:
-                chunk = blend_join(chunk, self._unqueued_tail, 0, self.config.rtc_blend_steps)
+            if self._unqueued_tail is not None and self.config.blend_steps > 0:
+                chunk = blend_join(chunk, self._unqueued_tail, 0, self.config.blend_steps)
             self._unqueued_tail = predicted[:, first + n_steps :]
             self._notify_chunk_start(step + len(self._action_queue))
             self._action_queue.extend(chunk.transpose(0, 1))

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
 from .delays import delay_windows, draw_delays, repeat_per_delay
-from .losses import kl_divergence, masked_l1, reduce_loss
+from .losses import delay_loss_weights, kl_divergence, masked_l1, reduce_loss
 from .modeling_act_relative_rtc import ACTRelativeRTC, ACTRelativeRTCPolicy
 
 
@@ -63,21 +63,14 @@ class ACTRelativeRTCAllDelaysPolicy(ACTRelativeRTCPolicy):
     name = "act_relative_rtc_alldelays"
     model_class = ACTRelativeRTCAllDelays
 
-    def __init__(self, config: ACTRelativeRTCAllDelaysConfig, dataset_meta=None, **kwargs):
-        super().__init__(config, dataset_meta=dataset_meta, **kwargs)
-        weights = torch.ones(config.n_delays)
-        if config.rtc_delay_loss_weights is not None:
-            weights = torch.tensor(config.rtc_delay_loss_weights, dtype=torch.float32)
-        # Normalized to mean 1 so that the loss scale (and the learning rate) does not depend on the weights.
-        self.register_buffer("delay_loss_weight", weights / weights.mean(), persistent=False)
-
     def forward(
         self, batch: dict[str, Tensor], reduction: str = "mean", delays: Tensor | None = None
     ) -> tuple[Tensor, dict[str, float]]:
         """`rtc_delays_per_sample` delays per sample when `rtc_train_all_delays` (and no `delays` are given),
         drawn per sample (all of them by default); otherwise exactly the base policy's one-delay loss. The
-        loss averages the drawn delays, each weighted by `rtc_delay_loss_weights`; `l1_loss_delay_<d>` logs
-        the mean L1 of the delays drawn in this batch. `reduction="none"` returns [B]: each sample's loss
+        loss averages the drawn delays, each weighted by `losses.delay_loss_weights` (by default delay 0
+        is `rtc_delay0_loss_share` of it); `l1_loss_delay_<d>` logs the mean L1 of the delays drawn in this
+        batch. `reduction="none"` returns [B]: each sample's loss
         over its delays."""
         if not self.config.rtc_train_all_delays or delays is not None:
             return super().forward(batch, reduction=reduction, delays=delays)
@@ -96,7 +89,11 @@ class ACTRelativeRTCAllDelaysPolicy(ACTRelativeRTCPolicy):
         )
 
         l1_per_delay = masked_l1(predicted, targets, targets_is_pad, self.action_loss_weight)  # [B, K]
-        per_sample = (l1_per_delay * self.delay_loss_weight[drawn]).mean(dim=1)  # [B]
+        # Read from the config at each step: loading a checkpoint of an earlier release may change the share.
+        weights = delay_loss_weights(
+            config.n_delays, config.rtc_delay0_loss_share, config.rtc_delay_loss_weights
+        )  # [D]
+        per_sample = (l1_per_delay * weights.to(l1_per_delay)[drawn]).mean(dim=1)  # [B]
         loss_dict = {"l1_loss": per_sample.mean().item()}
         loss_dict.update(per_delay_means(l1_per_delay, drawn, config.n_delays))
         if mu is not None:

@@ -14,7 +14,7 @@ import torch
 from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor
 
-from .blending import blend_join
+from .blending import blend_join, default_blend_steps
 from .configuration_act_relative_rtc import ACTRelativeRTCConfig
 from .inference_inputs import observation_batch_size
 
@@ -66,26 +66,31 @@ class RTCRuntimeAdapter:
         - `rtc_inference_mode=discard`: the left-over is not used as a prefix. Returns the chunk predicted
           from the observation alone, [B, chunk_size, A]; the runtime's skip then drops the actions that
           were due while inference ran, which is plain chunking under that delay.
-        - `rtc_blend_steps` = k > 0 (both modes): the runtime is expected to skip `inference_delay` rows, so
-          the new chunk takes over at that row. Its rows `inference_delay + i` (i < k) are blended with the
+        - Blending at the join (both modes): the runtime is expected to skip `inference_delay` rows, so the
+          new chunk takes over at that row. Its rows `inference_delay + i` (i < k) are blended with the
           real left-over rows for the same steps, where there are any (`blending.blend_join`); the rows
-          before, the prefix included, are returned as they are.
+          before, the prefix included, are returned as they are. k is `rtc_blend_steps`, or, when it is
+          None (the default), half of the real left-over rows past the join: the runtime's left-over
+          overlaps the new chunk whatever `n_action_steps` says.
         """
         if inference_delay < 0:
             raise ValueError(f"inference_delay must be >= 0 control steps, got {inference_delay}.")
         policy.eval()
         prefix_mode = self.config.rtc_inference_mode == "prefix"
-        blend_steps = self.config.rtc_blend_steps
+        explicit_blend = self.config.rtc_blend_steps
         batch_size = observation_batch_size(self.config, batch)
         real_rows = None
         # Discard mode reads the left-over only to blend with it.
-        if prev_chunk_left_over is not None and (prefix_mode or blend_steps > 0):
+        if prev_chunk_left_over is not None and (prefix_mode or explicit_blend != 0):
             real_rows = self._real_left_over(prev_chunk_left_over, batch_size)
         if prefix_mode:
             chunk = self._predict_after_prefix(policy, batch, inference_delay, real_rows)
         else:
             chunk = policy.predict_action_chunk(batch)
-        if real_rows is not None and blend_steps > 0:
+        if real_rows is not None:
+            blend_steps = explicit_blend
+            if blend_steps is None:  # half of the left-over's real rows past the join, as in select_action
+                blend_steps = default_blend_steps(real_rows.shape[1] - inference_delay)
             # Row j of the returned chunk and of the left-over is the same step: both start at the step the
             # observation was taken.
             chunk = blend_join(chunk, real_rows, inference_delay, blend_steps)

@@ -15,14 +15,18 @@ another `--actions` is refused:
   policy's end-effector target into MetaWorld's delta from the hand's commanded position;
 - `delta`: the actions go to LeRobot's env unchanged, as in `lerobot-eval`.
 
-The delay is emulated as the study emulates it (`study.evaluation.evaluated_policy`):
+The delay is emulated as the study emulates it (`study.evaluation.evaluated_policy`). This policy runs its
+two inference modes in its own `select_action`:
 
-- `prefix` (real-time chunking, this policy's `select_action`): the next chunk is conditioned on the `delay`
-  actions still executing; valid for delays 0..rtc_max_delay.
+- `prefix` (real-time chunking): the next chunk is conditioned on the `delay` actions still executing;
+  valid for delays 0..rtc_max_delay.
 - `discard` (plain chunking): the next chunk ignores them and its first `delay` actions are dropped; valid
-  while `delay + n_action_steps <= chunk_size`, so it also covers delays beyond training. This policy's
-  `select_action` runs it; LeRobot's ACT, which has no delay, runs it through the study's
-  `DelayedChunking` (which also needs `delay < n_action_steps`), and only it.
+  while `delay + n_action_steps <= chunk_size`, so it also covers delays beyond training.
+
+LeRobot's ACT, which has no delay, runs the modes the study evaluates it in (`study.evaluation.
+eval_settings`: `discard` through the study's `DelayedChunking`, which also needs `delay < n_action_steps`,
+and any other chunked mode the study defines), at the delays `evaluated_policy` accepts; not temporal
+ensembling, which has no chunk switches to measure.
 
 Two measures per setting:
 - success rate;
@@ -76,7 +80,9 @@ from .metaworld_demos import (
 from .metaworld_frames import LEROBOT_FRAME_SIZE, frame_size_kwargs, render_frames_at
 from .metaworld_position import ACTION_SPACES, check_action_space
 from .report import format_value, markdown_table
-from .study.evaluation import DelayedChunking, evaluated_policy
+from .study.evaluation import eval_settings, evaluated_policy
+from .study.settings import TEMPORAL_ENSEMBLE
+from .study.variants import ACT
 
 DEFAULT_EVAL_SEED = 100_000  # far from the demonstration seeds (0, 1, ...)
 
@@ -100,10 +106,27 @@ def valid_delays(config: PreTrainedConfig, mode: str, candidates: Iterable[int] 
     return [delay for delay in candidates if config.inference_setting_error(mode, delay) is None]
 
 
-def delayed_chunking_accepts(policy: ACTPolicy, delay: int) -> bool:
-    """Whether `DelayedChunking` runs LeRobot's ACT `policy` at `delay` (its own rule decides)."""
+def act_settings(candidates: Iterable[int]) -> list[tuple[str, int]]:
+    """The (mode, delay) pairs among `candidates` that the study evaluates LeRobot's ACT in, but temporal
+    ensembling: a chunk every step has no switches to measure."""
+    return [
+        (mode, delay) for mode, delay in eval_settings(ACT, list(candidates)) if mode != TEMPORAL_ENSEMBLE
+    ]
+
+
+def sweep_modes(policy: PreTrainedPolicy) -> list[str]:
+    """The modes the sweep runs `policy` in: this policy's inference modes; LeRobot's ACT's, those of
+    `act_settings`."""
+    if isinstance(policy, ACTPolicy):
+        candidates = range(policy.config.chunk_size + 1)
+        return list(dict.fromkeys(mode for mode, _ in act_settings(candidates)))
+    return list(RTC_INFERENCE_MODES)
+
+
+def act_runs(policy: ACTPolicy, mode: str, delay: int) -> bool:
+    """Whether LeRobot's ACT `policy` runs `mode` at `delay` (`evaluated_policy`'s own rule decides)."""
     try:
-        DelayedChunking(policy, delay, policy.config.n_action_steps)
+        evaluated_policy(policy, mode, delay)
     except ValueError:
         return False
     return True
@@ -113,11 +136,15 @@ def valid_settings(
     policy: PreTrainedPolicy, modes: Sequence[str], candidates: Iterable[int] | None = None
 ) -> list[tuple[str, int]]:
     """The (mode, delay) pairs among `modes` and `candidates` (default: 0..chunk_size) that `policy` runs:
-    this policy's, by its config's rules; LeRobot's ACT's, plain chunking (`discard`) only."""
+    this policy's, by its config's rules; LeRobot's ACT's, those the study evaluates it in
+    (`act_settings`) that `evaluated_policy` accepts."""
     candidates = list(range(policy.config.chunk_size + 1) if candidates is None else candidates)
     if isinstance(policy, ACTPolicy):
-        delays = [delay for delay in candidates if delayed_chunking_accepts(policy, delay)]
-        return [("discard", delay) for delay in delays] if "discard" in modes else []
+        return [
+            (mode, delay)
+            for mode, delay in act_settings(candidates)
+            if mode in modes and act_runs(policy, mode, delay)
+        ]
     return [(mode, delay) for mode in modes for delay in valid_delays(policy.config, mode, candidates)]
 
 
@@ -276,15 +303,16 @@ def run_sweep(
     n_episodes: int = 5,
     seed: int = DEFAULT_EVAL_SEED,
     max_steps: int = 200,
-    modes: Sequence[str] = RTC_INFERENCE_MODES,
+    modes: Sequence[str] | None = None,
     delays: Iterable[int] | None = None,
     device: str = "cpu",
     actions: str = "position",
     frame_size: int | None = None,
 ) -> dict[str, Any]:
     """Evaluates `checkpoint` (this policy's or LeRobot's ACT's), trained on `actions` (`ACTION_SPACES`),
-    at every valid (mode, delay), on `frame_size` px frames (None: LeRobot's 480). `delays` restricts the
-    candidates (default: every delay each mode accepts). Returns the JSON-ready report."""
+    at every valid (mode, delay), on `frame_size` px frames (None: LeRobot's 480). `modes` restricts the
+    modes (default: every mode the policy runs, `sweep_modes`), `delays` the candidate delays (default:
+    every delay each mode accepts). Returns the JSON-ready report."""
     check_action_space(actions)
     check_trained_actions(Path(checkpoint), actions)
     checkpoint = str(checkpoint)
@@ -299,12 +327,15 @@ def run_sweep(
     # As lerobot-eval builds them (lerobot.scripts.lerobot_eval.eval_main).
     policy = make_policy(cfg=policy_cfg, env_cfg=env_cfg)
     policy.eval()
+    runnable = sweep_modes(policy)
+    modes = runnable if modes is None else list(modes)
+    unknown = [mode for mode in modes if mode not in runnable]
+    if unknown:
+        raise ValueError(f"A {policy_cfg.type} checkpoint runs modes {runnable}, not {unknown}: pass those.")
     settings = valid_settings(policy, modes, delays)
     if not settings:
-        only = " (LeRobot's ACT runs plain chunking only: discard)" if isinstance(policy, ACTPolicy) else ""
         raise ValueError(
-            f"No delay among {delays} is valid for modes {list(modes)} with this {policy_cfg.type} "
-            f"checkpoint{only}."
+            f"No delay among {delays} is valid for modes {modes} with this {policy_cfg.type} checkpoint."
         )
     preprocessor, postprocessor = make_pre_post_processors(
         policy_cfg=policy_cfg,
@@ -443,7 +474,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=5, help="episodes per (mode, delay)")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="first episode seed")
     parser.add_argument("--max-steps", type=int, default=200, help="step cap per episode (env limit: 500)")
-    parser.add_argument("--modes", nargs="+", choices=RTC_INFERENCE_MODES, default=list(RTC_INFERENCE_MODES))
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=None,
+        help=f"default: every mode the checkpoint runs (this policy: {' '.join(RTC_INFERENCE_MODES)}; "
+        "LeRobot's ACT: the chunked modes the study evaluates it in)",
+    )
     parser.add_argument(
         "--delays",
         type=parse_delays,

@@ -9,21 +9,30 @@
    most at the longest delay (LeRobot's ACT on state: 0.91 at delay 0, 0.76 at delay 8).
 2. Trains LeRobot's ACT (`--policy.type=act`) and this policy with its shipped defaults (relative actions
    under position targets; absolute ones under deltas, which are not in the state's space) on that dataset
-   with the real `lerobot-train` CLI: the same sizes (ResNet18 from scratch, no VAE, a small transformer),
-   chunking, steps, batches and seed. Any `--key=value` argument this script does not know goes to
-   lerobot-train for both and replaces the default of the same key (e.g. `--steps=4000`); a
-   `--policy.<field>` that LeRobot's ACT does not have goes to this policy only.
-3. Evaluates both through the delay sweep (`delay_sweep`), in the same env on the same episodes, at delays
-   0, rtc_max_delay / 2 and rtc_max_delay (or `--delays`): LeRobot's ACT with plain chunking, the delay
-   emulated as the study emulates it (`DelayedChunking`); this policy in both inference modes. At delay 0
-   both modes run the same code (a chunk is requested only once the last is used up), so one evaluation
-   serves both rows, as in the study.
-4. Prints one table (successes with Wilson's 95% interval and the chunk-join discontinuity, per policy, mode
-   and delay) and writes `summary.json` (its rows), `summary.md` and `summary.png` (success and
-   discontinuity against delay, a line per policy and mode) to `--output-dir` (default: the work dir).
+   with the real `lerobot-train` CLI, once per training seed (`--train-seeds`, lerobot-train's `--seed`;
+   default: one): the same sizes (ResNet18 from scratch, no VAE, a small transformer), chunking, steps and
+   batches. Any `--key=value` argument this script does not know goes to lerobot-train for both and
+   replaces the default of the same key (e.g. `--steps=4000`); a `--policy.<field>` that LeRobot's ACT does
+   not have goes to this policy only.
+3. Evaluates every trained model through the delay sweep (`delay_sweep`), in the same env on the same
+   episodes (the same env seeds for every policy, setting and training seed), at delays 0,
+   rtc_max_delay / 2 and rtc_max_delay (or `--delays`), in the settings the study evaluates each policy in
+   (`study.evaluation.eval_settings`, without ACT's temporal ensembling, which has no chunk joins):
+   LeRobot's ACT with the delay emulated as the study emulates it, this policy in both inference modes. At
+   delay 0 this policy's two modes run the same code (a chunk is requested only once the last is used up),
+   so one evaluation serves both rows, as in the study.
+4. Prints one table, a row per policy, mode and delay pooling the training seeds' episodes: successes with
+   Wilson's 95% interval over the pooled episodes and, with two or more training seeds, the seed
+   bootstrap's (`study.statistics.seed_bootstrap_interval`: seeds, then their episodes, resampled), each
+   seed's successes, and the chunk-join discontinuity. Writes `summary.json` (its rows), `summary.md` and
+   `summary.png` (success and discontinuity against delay, a line per policy and mode, a dot per training
+   seed) to `--output-dir` (default: the work dir).
 
-An interrupted job resumes: the dataset, each policy's last checkpoint and each evaluated setting (`eval/`)
-are reused when they were made under the same settings; delete the work dir to start over.
+An interrupted job resumes, and a rerun reuses what still applies: the dataset if it was recorded under the
+same settings (other settings are refused); each (policy, training seed)'s checkpoint if it was trained with
+exactly the same lerobot-train arguments, recorded beside it (otherwise it is trained again from scratch,
+with a line saying which arguments differ); each evaluated setting (`eval/`) if it was made of the same
+checkpoint (weights and config) under the same evaluation settings. Delete the work dir to start over.
 """
 
 import argparse
@@ -57,7 +66,7 @@ from .policy_sizes import SMALL, cli_args
 from .report import format_value, markdown_table
 from .study.evaluation import eval_settings
 from .study.settings import TEMPORAL_ENSEMBLE
-from .study.statistics import wilson_interval
+from .study.statistics import cell_rng_seed, seed_bootstrap_interval, wilson_interval
 from .study.units import write_json_atomically
 from .study.variants import ACT, DEFAULT
 
@@ -68,9 +77,10 @@ STUDY_VARIANTS = {ACTPolicy.name: ACT, ACTRelativeRTCAllDelaysPolicy.name: DEFAU
 ACT_FIELDS = {field.name for field in dataclasses.fields(ACTConfig)}
 
 # Shared by both policies. The chunking is the study's, under which the task scan measured what a delay
-# costs plain chunking. With 40 demos at 64 px the whole job takes about 40 minutes on 2 idle CPU cores
-# (a training step: 0.56 s for ACT, 0.75 s for this policy; a rendered evaluation step: 55 ms, two
-# settings at once). Scale up with lerobot-train arguments.
+# costs plain chunking. With 40 demos at 64 px and one training seed the whole job takes about 40 minutes on
+# 2 idle CPU cores (a training step: 0.56 s for ACT, 0.75 s for this policy; a rendered evaluation step:
+# 55 ms, two settings at once); each further seed adds its training and evaluation. Scale up with
+# lerobot-train arguments.
 TRAIN_DEFAULTS = {
     "--policy.device": "cpu",
     "--policy.push_to_hub": "false",
@@ -82,7 +92,6 @@ TRAIN_DEFAULTS = {
     "--policy.optimizer_lr_backbone": "2e-4",
     "--batch_size": "16",
     "--steps": "1200",
-    "--seed": "1000",
     "--log_freq": "100",
     "--num_workers": "0",
     "--wandb.enable": "false",
@@ -93,6 +102,13 @@ ACTION_SPACE_TRAIN_DEFAULTS = {
     "position": {},
     "delta": {"--policy.predict_relative_actions": "false"},
 }
+DEFAULT_TRAIN_SEEDS = (1000,)
+# lerobot-train arguments the job sets itself, and the option of this script that sets them instead.
+JOB_ARGUMENTS = {"--seed": "--train-seeds", "--output_dir": "--work-dir"}
+# Paths that follow the work dir: a checkpoint's record leaves them out, so that a moved work dir still
+# reuses its checkpoints (the dataset they name is checked on its own, by its recording settings).
+WORK_DIR_ARGUMENTS = ("--dataset.root", "--output_dir")
+TRAIN_RECORD = "lerobot_train_arguments.json"  # beside a checkpoint's `checkpoints/`
 
 
 def applies_to_act(key: str) -> bool:
@@ -104,6 +120,22 @@ def applies_to_act(key: str) -> bool:
     return field == "type" or field in ACT_FIELDS
 
 
+def parsed_overrides(overrides: list[str]) -> dict[str, str]:
+    """The `--key=value` lerobot-train arguments passed to this script, by key; refuses any other form and
+    the keys the job sets itself (`JOB_ARGUMENTS`)."""
+    parsed = {}
+    for override in overrides:
+        key, separator, value = override.partition("=")
+        if not key.startswith("--") or not separator:
+            raise ValueError(f"Pass lerobot-train arguments as --key=value, got '{override}'.")
+        if key in JOB_ARGUMENTS:
+            raise ValueError(
+                f"The main job sets {key} itself: pass {JOB_ARGUMENTS[key]} instead of '{override}'."
+            )
+        parsed[key] = value
+    return parsed
+
+
 def train_arguments(
     policy_type: str,
     dataset: LeRobotDataset,
@@ -111,23 +143,22 @@ def train_arguments(
     image_size: int,
     overrides: list[str],
     actions: str = "position",
+    seed: int = DEFAULT_TRAIN_SEEDS[0],
 ) -> list[str]:
-    """lerobot-train arguments for `policy_type` (`POLICY_TYPES`): the defaults above for the `actions`
-    space, then `--key=value` overrides replacing them by key; LeRobot's ACT gets only those it takes."""
+    """lerobot-train arguments for `policy_type` (`POLICY_TYPES`) and training `seed`: the defaults above for
+    the `actions` space, then `--key=value` overrides replacing them by key; LeRobot's ACT gets only those
+    it takes."""
     arguments = {
         **TRAIN_DEFAULTS,
         **ACTION_SPACE_TRAIN_DEFAULTS[actions],
+        "--seed": str(seed),
         "--policy.type": policy_type,
         "--dataset.repo_id": dataset.meta.repo_id,
         "--dataset.root": str(dataset.meta.root),
         "--policy.downscale_img_square": str(image_size),  # the stored size: no second resize in training
         "--output_dir": str(output_dir),
     }
-    for override in overrides:
-        key, separator, value = override.partition("=")
-        if not key.startswith("--") or not separator:
-            raise ValueError(f"Pass lerobot-train arguments as --key=value, got '{override}'.")
-        arguments[key] = value
+    arguments.update(parsed_overrides(overrides))
     arguments.setdefault("--save_freq", arguments["--steps"])
     if policy_type == ACTPolicy.name:
         arguments = {key: value for key, value in arguments.items() if applies_to_act(key)}
@@ -139,9 +170,20 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="Other --key=value arguments go to lerobot-train, for both policies (a --policy.<field> that "
-        "LeRobot's ACT does not have: for this policy only).",
+        "LeRobot's ACT does not have: for this policy only), except --seed (use --train-seeds) and "
+        "--output_dir (use --work-dir). A rerun reuses a checkpoint only when its lerobot-train arguments "
+        "are the same; otherwise that policy and seed train again from scratch.",
     )
     parser.add_argument("--work-dir", type=Path, default=Path("outputs/metaworld_main_job"))
+    parser.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_TRAIN_SEEDS),
+        help="lerobot-train --seed of each training of each policy, e.g. 1000 1001 1002: the summary pools "
+        "their episodes per row and adds the seed-bootstrap interval (with two or more); each seed adds its "
+        f"training and evaluation to the job's time (default: {' '.join(map(str, DEFAULT_TRAIN_SEEDS))})",
+    )
     parser.add_argument(
         "--output-dir", type=Path, default=None, help="for summary.json, .md and .png (default: the work dir)"
     )
@@ -155,7 +197,12 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
     parser.add_argument("--episodes", type=int, default=40, help="expert episodes to record")
     parser.add_argument("--image-size", type=int, default=64, help="rendered and stored frame side (px)")
     parser.add_argument("--demo-seed", type=int, default=0)
-    parser.add_argument("--eval-episodes", type=int, default=20, help="episodes per (policy, mode, delay)")
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=20,
+        help="episodes per (policy, training seed, mode, delay), the same env seeds for all",
+    )
     parser.add_argument("--eval-seed", type=int, default=DEFAULT_EVAL_SEED)
     parser.add_argument("--eval-max-steps", type=int, default=150, help="the expert needs ~105")
     parser.add_argument(
@@ -170,7 +217,15 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
         default=2,
         help="settings evaluated at once, each in its own process (a frame renders on one core)",
     )
-    return parser.parse_known_args(argv)
+    args, overrides = parser.parse_known_args(argv)
+    repeated = sorted({seed for seed in args.train_seeds if args.train_seeds.count(seed) > 1})
+    if repeated:
+        parser.error(f"--train-seeds lists {repeated} more than once: each seed trains once per policy.")
+    try:
+        parsed_overrides(overrides)
+    except ValueError as error:
+        parser.error(str(error))
+    return args, overrides
 
 
 def recorded_dataset(args: argparse.Namespace, stage: str) -> LeRobotDataset:
@@ -212,32 +267,85 @@ def recorded_dataset(args: argparse.Namespace, stage: str) -> LeRobotDataset:
     return dataset
 
 
+def recorded_arguments(arguments: list[str]) -> list[str]:
+    """What a checkpoint's record keeps of the lerobot-train `arguments` it was trained with: all but the
+    paths that follow the work dir (`WORK_DIR_ARGUMENTS`)."""
+    return [argument for argument in arguments if argument.split("=", 1)[0] not in WORK_DIR_ARGUMENTS]
+
+
+def retraining_reason(record: Path, arguments: list[str]) -> str | None:
+    """Why the checkpoint beside `record` cannot serve the lerobot-train `arguments` (`recorded_arguments`):
+    the arguments that differ from those it was trained with, or its lack of a record. None when they are
+    identical: only then is it the model these arguments train."""
+    if not record.exists():
+        return (
+            f"its checkpoint has no record of the arguments it was trained with ({record.name}: made by an "
+            "older version of this job, or the job stopped before writing it)"
+        )
+    saved = dict(argument.split("=", 1) for argument in json.loads(record.read_text()))
+    wanted = dict(argument.split("=", 1) for argument in arguments)
+    unset = "not passed"
+    differences = [
+        f"{key} was {saved.get(key, unset)}, now {wanted.get(key, unset)}"
+        for key in dict.fromkeys([*saved, *wanted])
+        if saved.get(key) != wanted.get(key)
+    ]
+    return "; ".join(differences) or None
+
+
 def trained_checkpoint(
     policy_type: str,
+    seed: int,
     dataset: LeRobotDataset,
     args: argparse.Namespace,
     train_overrides: list[str],
     stage: str,
 ) -> Path:
-    """`policy_type`'s last checkpoint in the work dir, trained now by lerobot-train or reused."""
-    train_dir = args.work_dir / "train" / policy_type
+    """`policy_type`'s last checkpoint for training `seed` in the work dir: reused if it was trained with
+    exactly these lerobot-train arguments, else trained now from scratch, and its arguments recorded."""
+    train_dir = args.work_dir / "train" / policy_type / f"seed{seed}"
     checkpoint = train_dir / "checkpoints" / "last" / "pretrained_model"
+    record = train_dir / TRAIN_RECORD
+    arguments = train_arguments(
+        policy_type, dataset, train_dir, args.image_size, train_overrides, args.actions, seed
+    )
+    # lerobot-train refuses an existing output dir unless it resumes, and resuming would continue the old
+    # run under its old arguments: a finished training is moved aside (the last one kept), an unfinished
+    # one removed.
     if checkpoint.exists():
-        print(f"{stage} Reusing the {policy_type} checkpoint {checkpoint}")
-        return checkpoint
-    if train_dir.exists():
-        # A training stopped before its only checkpoint; lerobot-train refuses an existing output dir.
+        reason = retraining_reason(record, recorded_arguments(arguments))
+        if reason is None:
+            print(f"{stage} Reusing the {policy_type} seed {seed} checkpoint {checkpoint}")
+            return checkpoint
+        previous = train_dir.with_name(f"{train_dir.name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        train_dir.rename(previous)
+        print(f"{stage} Retraining {policy_type} seed {seed} from scratch ({reason}); the earlier training "
+              f"is kept in {previous}")
+    elif train_dir.exists():
         print(f"{stage} {train_dir} holds an interrupted training: starting it over")
         shutil.rmtree(train_dir)
-    command = [
-        str(Path(sys.executable).parent / "lerobot-train"),
-        *train_arguments(policy_type, dataset, train_dir, args.image_size, train_overrides, args.actions),
-    ]
-    print(f"{stage} Training {policy_type}: " + " ".join(command), flush=True)
+    command = [str(Path(sys.executable).parent / "lerobot-train"), *arguments]
+    print(f"{stage} Training {policy_type} seed {seed}: " + " ".join(command), flush=True)
     started = time.monotonic()
     subprocess.run(command, check=True)
     print(f"      trained in {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    # Written once the checkpoint is complete: a record always describes a finished training.
+    write_json_atomically(record, recorded_arguments(arguments), indent=1)
     return checkpoint
+
+
+def note_unrecorded_checkpoint(policy_type: str, args: argparse.Namespace, stage: str) -> None:
+    """Says that a checkpoint trained straight into `train/<policy>` (by a version of this job without
+    training seeds) is not used: it has no record of its lerobot-train arguments, so nothing says which
+    arguments it would serve. It is left where it is."""
+    old_output = args.work_dir / "train" / policy_type
+    if (old_output / "checkpoints").exists():
+        print(
+            f"{stage} Not using the {policy_type} checkpoint in {old_output / 'checkpoints'}: an older "
+            "version of this job trained it without recording its lerobot-train arguments. Each training "
+            f"seed trains into {old_output}/seed<k>; delete the old one to free its space."
+        )
 
 
 def file_sha256(path: Path) -> str:
@@ -252,9 +360,11 @@ def evaluated_setting(
     checkpoint: Path, mode: str, delay: int, args: argparse.Namespace, path: Path
 ) -> dict[str, Any]:
     """The delay sweep's report of one (mode, delay) of `checkpoint`, run now or reused from `path` if it was
-    made with the same weights and evaluation settings."""
+    made of the same checkpoint under the same evaluation settings. The config counts beside the weights:
+    inference-only fields (n_action_steps, blending) change what is evaluated, not what is trained."""
     settings = {
         "weights_sha256": file_sha256(checkpoint / "model.safetensors"),
+        "config_sha256": file_sha256(checkpoint / "config.json"),
         "task": args.task,
         "actions": args.actions,
         "frame_size": args.image_size,
@@ -309,28 +419,63 @@ def evaluated_settings(
         yield from pool.imap_unordered(evaluated_job, enumerate(jobs))
 
 
+def pooled_discontinuity(results: list[dict[str, Any]]) -> float | None:
+    """The chunk-join discontinuity of all joins of several sweep results (one setting, several training
+    seeds), as the sweep's own over one: the mean jump at a switch over the mean change inside chunks, each
+    mean weighted by its count (every step-to-step change of an episode is one or the other)."""
+    switches = sum(r["n_switches"] for r in results)
+    inside_counts = [sum(e["steps"] - 1 for e in r["episodes"]) - r["n_switches"] for r in results]
+    inside_count = sum(inside_counts)
+    if not switches or not inside_count:
+        return None
+    jump_mean = sum(r["switch_jump_mean"] * r["n_switches"] for r in results if r["n_switches"]) / switches
+    inside_sum = sum(r["inside_change_mean"] * n for r, n in zip(results, inside_counts, strict=True) if n)
+    return jump_mean / (inside_sum / inside_count) if inside_sum else None
+
+
 def summary_row(
-    policy_type: str, report: dict[str, Any], image_size: int, train_steps: int
+    policy_type: str, seed_reports: list[tuple[int, dict[str, Any]]], image_size: int, train_steps: int
 ) -> dict[str, Any]:
-    """One row of the summary from a sweep report of one setting."""
-    (result,) = report["results"]
-    n, successes = result["n_episodes"], result["successes"]
+    """One row of the summary: the sweep reports of one (mode, delay) of `policy_type`, one per training
+    seed (in `--train-seeds` order), pooled. Wilson's interval is over the pooled episodes; the seed
+    bootstrap's over the seeds and their episodes, which needs two seeds or more (None with one)."""
+    seeds = [seed for seed, _ in seed_reports]
+    results = []
+    for _, report in seed_reports:
+        (result,) = report["results"]  # the sweep of one setting
+        results.append(result)
+    first = results[0]
+    episodes = [episode for result in results for episode in result["episodes"]]
+    n, successes = len(episodes), sum(r["successes"] for r in results)
+    successes_per_seed = [r["successes"] for r in results]
     low, high = wilson_interval(successes, n)
-    ratios = [e["discontinuity"] for e in result["episodes"] if e["discontinuity"] is not None]
+    seed_low = seed_high = None
+    if len(seeds) > 1:
+        seed_low, seed_high = seed_bootstrap_interval(
+            successes_per_seed,
+            [r["n_episodes"] for r in results],
+            cell_rng_seed((policy_type, first["mode"], first["delay"])),
+        )
+    ratios = [e["discontinuity"] for e in episodes if e["discontinuity"] is not None]
+    report = seed_reports[0][1]  # the task, chunking and env seeds are the same for every training seed
     return {
         "policy": policy_type,
-        "mode": result["mode"],
-        "delay": result["delay"],
+        "mode": first["mode"],
+        "delay": first["delay"],
+        "train_seeds": seeds,
         "episodes": n,
         "successes": successes,
+        "successes_per_seed": successes_per_seed,
         "success_rate": successes / n,
         "ci95_low": low,
         "ci95_high": high,
+        "seed_ci95_low": seed_low,
+        "seed_ci95_high": seed_high,
         # As the study's rows: the mean over episodes of each episode's ratio, and the ratio of all joins.
         "discontinuity_mean": float(np.mean(ratios)) if ratios else None,
-        "discontinuity_pooled": result["discontinuity"],
-        "n_switches": result["n_switches"],
-        "mean_steps": result["mean_steps"],
+        "discontinuity_pooled": pooled_discontinuity(results),
+        "n_switches": sum(r["n_switches"] for r in results),
+        "mean_steps": float(np.mean([e["steps"] for e in episodes])),
         "task": report["task"],
         "actions": report["actions"],
         "image_size": image_size,
@@ -343,25 +488,46 @@ def summary_row(
     }
 
 
+def interval_text(low: float | None, high: float | None) -> str:
+    return "-" if low is None else f"{low:.2f}-{high:.2f}"
+
+
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
     first = rows[0]
+    seeds, env_seeds = first["train_seeds"], first["eval_seeds"]
     header = (
         f"`{first['task']}`, {first['actions']} actions, {first['image_size']} px camera, "
-        f"{first['train_steps']} training steps per policy; chunk_size {first['chunk_size']}, n_action_steps "
-        f"{first['n_action_steps']}; {first['episodes']} episodes per row (env seeds "
-        f"{first['eval_seeds'][0]}..{first['eval_seeds'][-1]}, the same for every row, at most "
-        f"{first['max_steps']} steps). Success: successes/episodes (Wilson 95% interval). Discontinuity: "
-        "mean over episodes of (mean action jump at a chunk switch / mean step-to-step change inside "
-        "chunks); 1 = joins as smooth as the motion. LeRobot's ACT runs plain chunking (discard); at delay 0 "
-        "both modes of this policy are the same episodes."
+        f"{first['train_steps']} training steps per policy and training seed; chunk_size "
+        f"{first['chunk_size']}, n_action_steps {first['n_action_steps']}. Training seeds "
+        f"{', '.join(map(str, seeds))}, each evaluated on the same {len(env_seeds)} episodes per row (env "
+        f"seeds {env_seeds[0]}..{env_seeds[-1]}, the same for every row, at most {first['max_steps']} "
+        f"steps), pooled: {first['episodes']} episodes per row. Success: successes/episodes with Wilson's "
+        "95% interval over the pooled episodes, and the seed bootstrap's 95% interval (training seeds, then "
+        "their episodes, resampled; '-' with one training seed, which has no spread between seeds to "
+        "resample); per seed: each training seed's successes. Discontinuity: mean over episodes of (mean "
+        "action jump at a chunk switch / mean step-to-step change inside chunks); 1 = joins as smooth as the "
+        "motion. Modes as the study evaluates each policy (discard: plain chunking; prefix: real-time "
+        "chunking); at delay 0 both modes of this policy are the same episodes."
     )
-    headers = ["policy", "mode", "delay", "success (95% CI)", "discontinuity", "switches", "mean steps"]
+    headers = [
+        "policy",
+        "mode",
+        "delay",
+        "success (Wilson 95%)",
+        "seed bootstrap 95%",
+        "per seed",
+        "discontinuity",
+        "switches",
+        "mean steps",
+    ]
     table = [
         [
             r["policy"],
             r["mode"],
             r["delay"],
-            f"{r['successes']}/{r['episodes']} ({r['ci95_low']:.2f}-{r['ci95_high']:.2f})",
+            f"{r['successes']}/{r['episodes']} ({interval_text(r['ci95_low'], r['ci95_high'])})",
+            interval_text(r["seed_ci95_low"], r["seed_ci95_high"]),
+            " ".join(map(str, r["successes_per_seed"])),
             r["discontinuity_mean"],
             r["n_switches"],
             format_value(r["mean_steps"], 1),
@@ -372,23 +538,32 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def draw_summary(rows: list[dict[str, Any]], plt):
-    """Two panels, success rate (with its Wilson interval) and discontinuity against delay, a line per policy
-    and mode."""
+    """Two panels against delay, a line per policy and mode: success rate with its Wilson interval and, with
+    several training seeds, a dot per seed's own rate; and discontinuity."""
     from matplotlib.ticker import MaxNLocator
 
     figure, (success_axis, discontinuity_axis) = plt.subplots(1, 2, figsize=(11, 4))
     lines = list(dict.fromkeys((r["policy"], r["mode"]) for r in rows))
+    seeds = rows[0]["train_seeds"]
     for index, (policy, mode) in enumerate(lines):
         line = [r for r in rows if (r["policy"], r["mode"]) == (policy, mode)]
         delays = [r["delay"] for r in line]
         rates = np.array([r["success_rate"] for r in line])
-        errors = [rates - [r["ci95_low"] for r in line], [r["ci95_high"] for r in line] - rates]
+        # One array: matplotlib reads a list of arrays element by element, which NumPy deprecates.
+        errors = np.array([rates - [r["ci95_low"] for r in line], [r["ci95_high"] for r in line] - rates])
         style = {"marker": "o", "label": f"{policy}, {mode}"}
         dodge = 0.1 * (index - (len(lines) - 1) / 2)  # side by side, so that equal intervals stay visible
-        success_axis.errorbar(np.add(delays, dodge), rates, yerr=errors, capsize=3, **style)
+        drawn = success_axis.errorbar(np.add(delays, dodge), rates, yerr=errors, capsize=3, **style)
+        if len(seeds) > 1:
+            for r in line:
+                per_seed = np.array(r["successes_per_seed"]) / (r["episodes"] / len(seeds))
+                x = np.full(len(per_seed), r["delay"] + dodge)
+                color = drawn.lines[0].get_color()
+                success_axis.scatter(x, per_seed, s=12, color=color, alpha=0.5, linewidths=0)
         discontinuity = [np.nan if r["discontinuity_mean"] is None else r["discontinuity_mean"] for r in line]
         discontinuity_axis.plot(delays, discontinuity, **style)
-    success_axis.set(xlabel="inference delay (steps)", ylabel="success rate (Wilson 95%)", ylim=(-0.05, 1.05))
+    success_label = "success rate (Wilson 95%" + ("; dots: each training seed)" if len(seeds) > 1 else ")")
+    success_axis.set(xlabel="inference delay (steps)", ylabel=success_label, ylim=(-0.05, 1.05))
     discontinuity_axis.axhline(1.0, color="gray", linestyle=":", linewidth=1)
     discontinuity_axis.set(
         xlabel="inference delay (steps)", ylabel="jump at switch / change inside chunk", ylim=(0, None)
@@ -400,8 +575,8 @@ def draw_summary(rows: list[dict[str, Any]], plt):
         axis.grid(alpha=0.3)
     first = rows[0]
     figure.suptitle(
-        f"{first['task']}, {first['image_size']} px camera, {first['train_steps']} training steps: "
-        f"{first['episodes']} episodes per point"
+        f"{first['task']}, {first['image_size']} px camera, {first['train_steps']} training steps, "
+        f"{len(seeds)} training seed(s): {first['episodes']} episodes per point"
     )
     figure.tight_layout()
     return figure
@@ -414,48 +589,70 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
 
     dataset = recorded_dataset(args, "[1/4]")
-    checkpoints = {
-        policy_type: trained_checkpoint(policy_type, dataset, args, train_overrides, f"[{stage}/4]")
-        for stage, policy_type in enumerate(POLICY_TYPES, start=2)
-    }
+    checkpoints = {}
+    for stage, policy_type in enumerate(POLICY_TYPES, start=2):
+        note_unrecorded_checkpoint(policy_type, args, f"[{stage}/4]")
+        for seed in args.train_seeds:
+            checkpoints[policy_type, seed] = trained_checkpoint(
+                policy_type, seed, dataset, args, train_overrides, f"[{stage}/4]"
+            )
 
-    rtc_max_delay = json.loads((checkpoints[POLICY_TYPES[1]] / "config.json").read_text())["rtc_max_delay"]
+    first_checkpoint = checkpoints[POLICY_TYPES[1], args.train_seeds[0]]
+    rtc_max_delay = json.loads((first_checkpoint / "config.json").read_text())["rtc_max_delay"]
     delays = args.delays if args.delays is not None else sorted({0, rtc_max_delay // 2, rtc_max_delay})
-    plan = [
+    settings = [
         (policy_type, mode, delay)
         for policy_type in POLICY_TYPES
         for mode, delay in eval_settings(STUDY_VARIANTS[policy_type], delays)
         if mode != TEMPORAL_ENSEMBLE  # ACT's reference without chunk joins, not a delay setting
     ]
+    plan = [
+        (policy_type, seed, mode, delay) for policy_type, mode, delay in settings for seed in args.train_seeds
+    ]
     eval_dir = args.work_dir / "eval"
     print(
-        f"[4/4] Evaluating {len(plan)} settings at delays {delays}, {args.eval_episodes} episodes each, "
-        f"{args.workers} at a time (their progress: {eval_dir / 'logs'})",
+        f"[4/4] Evaluating {len(plan)} settings ({len(settings)} per training seed) at delays {delays}, "
+        f"{args.eval_episodes} episodes each, {args.workers} at a time (their progress: {eval_dir / 'logs'})",
         flush=True,
     )
     jobs = [
-        (checkpoints[policy_type], mode, delay, args, eval_dir / policy_type / f"{mode}_delay{delay}.json")
-        for policy_type, mode, delay in plan
+        (
+            checkpoints[policy_type, seed],
+            mode,
+            delay,
+            args,
+            eval_dir / policy_type / f"seed{seed}" / f"{mode}_delay{delay}.json",
+        )
+        for policy_type, seed, mode, delay in plan
     ]
     eval_started = time.monotonic()
-    rows = []
+    reports = {}
     finished_jobs = evaluated_settings(jobs, args.workers, eval_dir / "logs")
     for finished, (index, report) in enumerate(finished_jobs, start=1):
-        policy_type = plan[index][0]
-        train_config = json.loads((checkpoints[policy_type] / TRAIN_CONFIG_NAME).read_text())
-        row = summary_row(policy_type, report, args.image_size, train_config["steps"])
+        policy_type, seed, mode, delay = plan[index]
+        (result,) = report["results"]
         minutes = (time.monotonic() - eval_started) / 60
         print(
-            f"      {finished}/{len(plan)} after {minutes:.1f} min: {policy_type}, {row['mode']}, delay "
-            f"{row['delay']}: success {row['successes']}/{row['episodes']}, discontinuity "
-            f"{format_value(row['discontinuity_mean'])}",
+            f"      {finished}/{len(plan)} after {minutes:.1f} min: {policy_type} seed {seed}, {mode}, delay "
+            f"{delay}: success {result['successes']}/{result['n_episodes']}, discontinuity "
+            f"{format_value(result['discontinuity'])}",
             flush=True,
         )
-        rows.append(row)
-        if policy_type != ACTPolicy.name and row["delay"] == 0:  # the same code and episodes in both modes
-            rows.append({**row, "mode": "discard", "same_episodes_as": "prefix, delay 0"})
+        reports[plan[index]] = report
 
-    rows.sort(key=lambda r: (POLICY_TYPES.index(r["policy"]), r["mode"] != "discard", r["delay"]))
+    rows = []
+    for policy_type, mode, delay in settings:
+        train_config = checkpoints[policy_type, args.train_seeds[0]] / TRAIN_CONFIG_NAME
+        seed_reports = [(seed, reports[policy_type, seed, mode, delay]) for seed in args.train_seeds]
+        row = summary_row(
+            policy_type, seed_reports, args.image_size, json.loads(train_config.read_text())["steps"]
+        )
+        rows.append(row)
+        if policy_type != ACTPolicy.name and delay == 0:  # the same code and episodes in both modes
+            rows.append({**row, "mode": "discard", "same_episodes_as": "prefix, delay 0"})
+    # Plain chunking first, the reference of every other mode; then the modes in the order the study lists.
+    modes = list(dict.fromkeys(["discard", *(mode for _, mode, _ in settings)]))
+    rows.sort(key=lambda r: (POLICY_TYPES.index(r["policy"]), modes.index(r["mode"]), r["delay"]))
     markdown = summary_markdown(rows)
     figures = {"summary": partial(draw_summary, rows)}
     report_writer.write_report(output_dir, "summary", rows, markdown, figures)

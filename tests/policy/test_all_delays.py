@@ -7,6 +7,7 @@ from lerobot.configs.types import FeatureType, PolicyFeature
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy, ACTRelativeRTCPolicy
+from lerobot_policy_act_rtc_alldelays.losses import delay_loss_weights
 
 
 class RecordShapes(TorchDispatchMode):
@@ -71,8 +72,8 @@ def test_flag_off_reproduces_the_base_policy_bit_for_bit():
     assert torch.equal(base_after, after)
 
 
-def test_all_delays_loss_is_the_mean_of_the_base_losses_at_each_delay():
-    policy = make_policy(use_vae=False, dropout=0.0)
+def test_with_every_delay_weighted_alike_the_loss_is_the_mean_of_the_base_losses_at_each_delay():
+    policy = make_policy(use_vae=False, dropout=0.0, rtc_delay0_loss_share=None)
     base = ACTRelativeRTCPolicy(policy.config)
     base.load_state_dict(policy.state_dict())
     policy.train()
@@ -211,9 +212,30 @@ def test_zero_delay_weight_removes_that_delay_from_the_gradient():
 
 
 def test_delay_weights_are_normalized_to_mean_one():
-    uniform = make_policy()
+    uniform = make_policy(rtc_delay0_loss_share=None)
     weighted = make_policy(rtc_delay_loss_weights=[2.0, 2.0, 2.0, 2.0])
     batch = make_batch(uniform.config)
     uniform.train()
     weighted.train()
     assert weighted.forward(batch)[0].item() == pytest.approx(uniform.forward(batch)[0].item(), rel=1e-6)
+
+
+def test_by_default_delay_zero_is_half_of_the_loss_and_the_other_delays_share_the_rest():
+    policy = make_policy()  # rtc_max_delay=3: delays 0..3
+    policy.train()
+    _, loss_dict = policy.forward(make_batch(policy.config))
+    per_delay = [loss_dict[f"l1_loss_delay_{d}"] for d in range(4)]
+    expected = 0.5 * per_delay[0] + 0.5 * sum(per_delay[1:]) / 3
+    assert loss_dict["l1_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("n_delays", [2, 4, 9, 31])
+def test_the_delay_zero_share_means_the_same_for_every_max_delay(n_delays):
+    weights = delay_loss_weights(n_delays, 0.3, None)
+    assert (weights[0] / weights.sum()).item() == pytest.approx(0.3)
+    assert torch.allclose(weights[1:], weights[1].expand(n_delays - 1))  # the rest shared equally
+
+
+def test_explicit_delay_weights_replace_the_share():
+    weights = delay_loss_weights(4, 0.5, [1.0, 0.0, 2.0, 1.0])
+    torch.testing.assert_close(weights, torch.tensor([1.0, 0.0, 2.0, 1.0]))

@@ -1,12 +1,14 @@
-"""Blending at the join (`rtc_blend_steps`): off by default; with k > 0 a new chunk's first k actions mix
-the previous chunk's predictions for the same steps, in `select_action` and in LeRobot 0.6's runtime call;
-the committed actions and an episode's first chunk are never blended; bad values are refused."""
+"""Blending at the join (`rtc_blend_steps`): by default over half of the steps consecutive chunks overlap,
+nothing where they do not; with k > 0 a new chunk's first k actions mix the previous chunk's predictions for
+the same steps, in `select_action` and in LeRobot 0.6's runtime call; the committed actions and an episode's
+first chunk are never blended; checkpoints of earlier releases run unblended; bad values are refused."""
 
 import json
 
 import pytest
 import torch
-from conftest import make_batch, make_policy
+from conftest import make_batch, make_policy, tiny_config
+from lerobot.configs.policies import PreTrainedConfig
 
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
 from lerobot_policy_act_rtc_alldelays.blending import blend_join
@@ -45,14 +47,43 @@ def _mix(previous, new, weight):
     [("prefix", 2, 0), ("discard", 2, 2), ("discard", 0, 0)],
     ids=["prefix", "discard", "delay-0"],
 )
-def test_off_by_default_every_action_is_the_chunks_own(mode, delay, first_row):
-    policy = make_policy(**SIZES, rtc_inference_mode=mode, rtc_inference_delay=delay)
-    assert policy.config.rtc_blend_steps == 0
+def test_zero_blend_steps_leave_every_action_the_chunks_own(mode, delay, first_row):
+    policy = make_policy(**SIZES, rtc_inference_mode=mode, rtc_inference_delay=delay, rtc_blend_steps=0)
     executed, chunks, _ = _run(policy, 12)
     # Chunk c executes from step 4c, its rows first_row.. (the first chunk of the episode from row 0).
     for step, action in enumerate(executed):
         chunk, row = divmod(step, 4)
         assert torch.equal(action, chunks[chunk][:, row + (first_row if chunk else 0)])
+
+
+def test_by_default_a_join_is_blended_over_half_of_the_overlap():
+    # Chunk 8 executing 4: 4 steps predicted past the ones executed, so k = 2.
+    policy = make_policy(**SIZES, rtc_inference_mode="prefix", rtc_inference_delay=2)
+    assert policy.config.rtc_blend_steps is None and policy.config.blend_steps == 2
+    executed, (first, second, _), _ = _run(policy, 10)
+    assert torch.allclose(executed[4], _mix(first[:, 4], second[:, 0], 2 / 3))
+    assert torch.allclose(executed[5], _mix(first[:, 5], second[:, 1], 1 / 3))
+    assert torch.equal(executed[6], second[:, 2])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(chunk_size=8, n_action_steps=8),
+        dict(chunk_size=8, n_action_steps=1, temporal_ensemble_coeff=0.01),
+    ],
+    ids=["chunks-do-not-overlap", "temporal-ensembling"],
+)
+def test_by_default_nothing_is_blended_and_nothing_refused_where_chunks_do_not_join(fields):
+    policy = make_policy(**fields)
+    assert policy.config.blend_steps == 0
+
+
+def test_the_default_blend_is_half_of_the_overlap_for_any_chunking():
+    # The defaults (chunk 100 executing 50), the studies' chunking, a short overlap, ACT's 100 of 100.
+    for (chunk_size, n_action_steps), k in {(100, 50): 25, (18, 9): 4, (8, 7): 0, (100, 100): 0}.items():
+        config = tiny_config(chunk_size=chunk_size, n_action_steps=n_action_steps, rtc_max_delay=3)
+        assert config.blend_steps == k, (chunk_size, n_action_steps)
 
 
 def test_the_first_k_actions_after_a_join_mix_the_two_chunks_in_prefix_mode():
@@ -113,19 +144,49 @@ def test_the_first_chunk_after_reset_is_not_blended():
     assert all(torch.equal(executed[step], first[:, step]) for step in range(4))
 
 
-def test_a_checkpoint_without_the_field_loads_unblended_and_predicts_as_before(tmp_path):
-    saved = make_policy(**SIZES, rtc_inference_mode="prefix", rtc_inference_delay=2)
+def _as_earlier_release(tmp_path, **fields):
+    """A checkpoint as a release before smooth joins saved it: no blending, every delay weighted alike, and
+    neither field in its config.json."""
+    saved = make_policy(**SIZES, rtc_blend_steps=0, rtc_delay0_loss_share=None, **fields)
     saved.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    del config["rtc_blend_steps"]
+    del config["rtc_blend_steps"], config["rtc_delay0_loss_share"]
     (tmp_path / "config.json").write_text(json.dumps(config))
+    return saved
+
+
+def test_a_checkpoint_of_an_earlier_release_loads_unblended_and_predicts_as_before(tmp_path):
+    saved = _as_earlier_release(tmp_path, rtc_inference_mode="prefix", rtc_inference_delay=2)
 
     loaded = ACTRelativeRTCAllDelaysPolicy.from_pretrained(tmp_path)
 
-    assert loaded.config.rtc_blend_steps == 0
+    assert (loaded.config.rtc_blend_steps, loaded.config.rtc_delay0_loss_share) == (0, None)
     before, _, _ = _run(saved, 10)
     after, _, _ = _run(loaded, 10)
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_a_checkpoint_of_an_earlier_release_trains_on_with_every_delay_weighted_alike(tmp_path):
+    saved = _as_earlier_release(tmp_path)
+    loaded = ACTRelativeRTCAllDelaysPolicy.from_pretrained(tmp_path)
+    batch = make_batch(saved.config)
+    for policy in (saved, loaded):
+        policy.train()
+    torch.manual_seed(0)
+    expected, _ = saved.forward(batch)
+    torch.manual_seed(0)
+    loss, _ = loaded.forward(batch)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_a_blend_asked_for_when_loading_an_earlier_release_is_kept(tmp_path):
+    _as_earlier_release(tmp_path)
+    config = PreTrainedConfig.from_pretrained(tmp_path)
+    config.rtc_blend_steps = 2  # as `--policy.rtc_blend_steps=2` sets it
+
+    loaded = ACTRelativeRTCAllDelaysPolicy.from_pretrained(tmp_path, config=config)
+
+    assert loaded.config.rtc_blend_steps == 2
 
 
 @pytest.mark.parametrize(
@@ -133,10 +194,11 @@ def test_a_checkpoint_without_the_field_loads_unblended_and_predicts_as_before(t
     [
         (
             dict(rtc_blend_steps=-1),
-            r"`rtc_blend_steps` counts the actions .* must be an integer >= 0 \(0: no blending\), got -1",
+            r"`rtc_blend_steps` counts the actions .* must be an integer >= 0 \(0: no blending\) or null "
+            r"\(half of the overlap\), got -1",
         ),
-        (dict(rtc_blend_steps=1.5), r"must be an integer >= 0 \(0: no blending\), got 1\.5"),
-        (dict(rtc_blend_steps=True), r"must be an integer >= 0 \(0: no blending\), got True"),
+        (dict(rtc_blend_steps=1.5), r"must be an integer >= 0 \(0: no blending\) or null .*, got 1\.5"),
+        (dict(rtc_blend_steps=True), r"must be an integer >= 0 \(0: no blending\) or null .*, got True"),
         (
             dict(chunk_size=8, n_action_steps=2, rtc_blend_steps=3),
             r"`rtc_blend_steps` \(3\) exceeds `n_action_steps` \(2\): the blend must end before the next "
@@ -201,6 +263,21 @@ def test_the_runtime_call_blends_the_rows_after_the_delay_with_the_left_over(mod
     else:  # the plain chunk; the runtime skips its first 2 rows
         new = policy.predict_action_chunk(observation)[0]
     assert torch.equal(answer[:2], new[:2])  # never blended: they execute while inference runs
+    assert torch.allclose(answer[2], _mix(left_over[2], new[2], 2 / 3))
+    assert torch.allclose(answer[3], _mix(left_over[3], new[3], 1 / 3))
+    assert torch.equal(answer[4:], new[4:])
+
+
+def test_by_default_the_runtime_call_blends_over_half_of_the_real_left_over_past_the_join():
+    policy = make_policy(**SIZES, rtc_inference_mode="discard")
+    first = _runtime_call(policy, _observation(policy, batch_size=1), 0, None)[0]
+    observation = _observation(policy, seed=1, batch_size=1)
+    left_over = first[2:]  # 6 real rows; 4 of them past the join at delay 2, so k = 2
+
+    answer = _runtime_call(policy, observation, 2, _pad(left_over))[0]
+
+    new = policy.predict_action_chunk(observation)[0]
+    assert torch.equal(answer[:2], new[:2])
     assert torch.allclose(answer[2], _mix(left_over[2], new[2], 2 / 3))
     assert torch.allclose(answer[3], _mix(left_over[3], new[3], 1 / 3))
     assert torch.equal(answer[4:], new[4:])

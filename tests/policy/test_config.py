@@ -146,3 +146,14 @@ def test_the_shipped_defaults_are_the_ones_the_v2_study_chose():
     assert config.rtc_prefix_noise_std == 0.0
     assert config.rtc_delays_per_sample is None
     assert config.rtc_inference_mode == "discard"
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), True, "0.5"])
+def test_a_delay_zero_share_outside_zero_to_one_is_refused(bad):
+    with pytest.raises(ValueError, match=r"`rtc_delay0_loss_share` is delay 0's share of the training loss"):
+        tiny_config(rtc_delay0_loss_share=bad)
+
+
+def test_by_default_a_chunk_executes_half_of_its_actions_so_that_consecutive_chunks_overlap():
+    config = ACTRelativeRTCAllDelaysConfig()
+    assert (config.chunk_size, config.n_action_steps, config.blend_steps) == (100, 50, 25)

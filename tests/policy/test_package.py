@@ -61,3 +61,15 @@ def test_the_peer_plugin_is_installed_by_the_peers_extra_only():
     requirements = requires("lerobot_policy_act_rtc_alldelays")
     peer = [r for r in requirements if r.startswith("lerobot-policy-act-smooth")]
     assert peer == ['lerobot-policy-act-smooth==0.1.0; extra == "peers"']
+
+
+def test_no_class_of_the_package_is_over_300_lines():
+    """A config class is its fields and their meaning, a policy its methods: long rules live in functions
+    beside them (`config_checks`)."""
+    long_classes = [
+        f"{path.relative_to(PACKAGE)}: {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 300
+    ]
+    assert long_classes == []

@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -37,9 +40,13 @@ from lerobot_policy_act_rtc_alldelays.tools.delay_sweep import (  # noqa: E402
 )
 from lerobot_policy_act_rtc_alldelays.tools.main_job import (  # noqa: E402
     POLICY_TYPES,
+    TRAIN_RECORD,
+    note_unrecorded_checkpoint,
     parse_arguments,
     recorded_dataset,
+    summary_row,
     train_arguments,
+    trained_checkpoint,
 )
 from lerobot_policy_act_rtc_alldelays.tools.metaworld_demos import (  # noqa: E402
     ACTION_NAMES,
@@ -53,6 +60,13 @@ from lerobot_policy_act_rtc_alldelays.tools.metaworld_demos import (  # noqa: E4
 from lerobot_policy_act_rtc_alldelays.tools.metaworld_frames import render_frames_at  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.metaworld_position import PositionTargets  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.policy_sizes import TINY  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.evaluation import eval_settings  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.settings import TEMPORAL_ENSEMBLE  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.statistics import (  # noqa: E402
+    cell_rng_seed,
+    seed_bootstrap_interval,
+)
+from lerobot_policy_act_rtc_alldelays.tools.study.variants import ACT  # noqa: E402
 
 IMAGE_SIZE = 32
 SEED = 7
@@ -244,6 +258,19 @@ def test_main_job_overrides_replace_the_lerobot_train_defaults(demo_dataset, tmp
         train_arguments(POLICY_TYPES[1], demo_dataset, tmp_path / "train", IMAGE_SIZE, ["--steps", "10"])
 
 
+def test_main_job_trains_each_seed_with_its_own_lerobot_train_seed_and_refuses_seed_overrides(
+    demo_dataset, tmp_path
+):
+    for seed in (1000, 1001):
+        arguments = train_arguments(POLICY_TYPES[0], demo_dataset, tmp_path, IMAGE_SIZE, [], seed=seed)
+        assert [a for a in arguments if a.startswith("--seed=")] == [f"--seed={seed}"]
+    assert parse_arguments(["--train-seeds", "1000", "1001"])[0].train_seeds == [1000, 1001]
+    with pytest.raises(SystemExit):
+        parse_arguments(["--seed=3"])
+    with pytest.raises(ValueError, match="pass --train-seeds instead of '--seed=3'"):
+        train_arguments(POLICY_TYPES[0], demo_dataset, tmp_path, IMAGE_SIZE, ["--seed=3"])
+
+
 def test_main_job_trains_lerobots_act_like_this_policy_without_this_policys_fields(demo_dataset, tmp_path):
     overrides = ["--steps=10", "--policy.dim_model=64", "--policy.rtc_prefix_dropout=0.25"]
     act, rtc = (
@@ -258,6 +285,7 @@ def test_main_job_trains_lerobots_act_like_this_policy_without_this_policys_fiel
     # The same sizes, chunking, steps, batches and seed; this policy's own fields only for it.
     assert shared(act) < shared(rtc)
     assert {"--policy.chunk_size=18", "--policy.n_action_steps=9", "--steps=10", "--seed=1000"} <= set(act)
+    assert "--seed=1000" in rtc
     assert {a.split("=")[0] for a in shared(rtc) - shared(act)} == {
         "--policy.rtc_max_delay",
         "--policy.downscale_img_square",
@@ -334,7 +362,7 @@ def tiny_act_checkpoint(demo_dataset, tmp_path_factory):
     return path
 
 
-def test_delay_sweep_runs_lerobots_act_in_plain_chunking_on_frames_of_its_image_size(tiny_act_checkpoint):
+def test_delay_sweep_runs_lerobots_act_in_the_studys_modes_on_frames_of_its_image_size(tiny_act_checkpoint):
     # ACT does not resize its images: LeRobot's 480 px frames are refused.
     with pytest.raises(ValueError, match=f"Pass --frame-size {IMAGE_SIZE}"):
         run_sweep(tiny_act_checkpoint, n_episodes=1, max_steps=5)
@@ -342,8 +370,134 @@ def test_delay_sweep_runs_lerobots_act_in_plain_chunking_on_frames_of_its_image_
         tiny_act_checkpoint, n_episodes=1, max_steps=5, delays=[0, 1, 2], frame_size=IMAGE_SIZE
     )
     assert (report["policy"], report["rtc_max_delay"], report["frame_size"]) == ("act", None, IMAGE_SIZE)
-    # Discard only; `DelayedChunking` needs delay < n_action_steps = 2.
-    assert [(r["mode"], r["delay"]) for r in report["results"]] == [("discard", 0), ("discard", 1)]
+    # The chunked modes the study evaluates ACT in, whatever they are; their `DelayedChunking` needs delay <
+    # n_action_steps = 2.
+    studied = [(mode, delay) for mode, delay in eval_settings(ACT, [0, 1]) if mode != TEMPORAL_ENSEMBLE]
+    assert ("discard", 1) in studied
+    assert [(r["mode"], r["delay"]) for r in report["results"]] == studied
     for result in report["results"]:
         assert result["episodes"][0]["steps"] == 5
         assert result["n_switches"] == 2  # chunks of 2 actions: switches at steps 2 and 4
+
+
+# A stand-in for lerobot-train's record of a dataset: the job's arguments name its repo id and root only.
+FAKE_DATASET = SimpleNamespace(meta=SimpleNamespace(repo_id="local/metaworld_test", root="/data/metaworld"))
+
+
+@pytest.fixture
+def fake_lerobot_train(monkeypatch):
+    """Replaces the lerobot-train run of `trained_checkpoint` with one that, like lerobot-train, refuses an
+    existing output dir and saves the last checkpoint's config with its `--steps`; returns the commands."""
+    commands = []
+
+    def run(command, check):
+        arguments = dict(argument.split("=", 1) for argument in command[1:])
+        output_dir = Path(arguments["--output_dir"])
+        assert not output_dir.exists(), "lerobot-train refuses an existing output dir"
+        checkpoint = output_dir / "checkpoints" / "last" / "pretrained_model"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "train_config.json").write_text(json.dumps({"steps": int(arguments["--steps"])}))
+        commands.append(command)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    return commands
+
+
+def train(work_dir, argv, policy_type=POLICY_TYPES[0], seed=1000):
+    args, overrides = parse_arguments(["--work-dir", str(work_dir), *argv])
+    checkpoint = trained_checkpoint(policy_type, seed, FAKE_DATASET, args, overrides, "[2/4]")
+    return json.loads((checkpoint / "train_config.json").read_text())["steps"]
+
+
+def test_main_job_retrains_a_checkpoint_trained_with_other_lerobot_train_arguments(
+    fake_lerobot_train, tmp_path, capsys
+):
+    assert train(tmp_path, ["--steps=2"]) == 2
+    capsys.readouterr()
+    assert train(tmp_path, ["--steps=10"]) == 10
+    assert len(fake_lerobot_train) == 2
+    printed = capsys.readouterr().out
+    assert (
+        "Retraining act seed 1000 from scratch (--steps was 2, now 10; --save_freq was 2, now 10)" in printed
+    )
+    assert "Reusing" not in printed
+    # The earlier training is moved aside, not lost.
+    assert (tmp_path / "train" / POLICY_TYPES[0] / "seed1000.previous" / TRAIN_RECORD).is_file()
+
+
+def test_main_job_reuses_a_checkpoint_trained_with_the_same_arguments_even_in_a_moved_work_dir(
+    fake_lerobot_train, tmp_path, capsys
+):
+    train(tmp_path / "work", ["--steps=2"], seed=1001)
+    shutil.move(tmp_path / "work", tmp_path / "moved")
+    assert train(tmp_path / "moved", ["--steps=2"], seed=1001) == 2
+    assert len(fake_lerobot_train) == 1
+    assert "Reusing the act seed 1001 checkpoint" in capsys.readouterr().out
+
+
+def test_main_job_trains_each_seed_apart(fake_lerobot_train, tmp_path, capsys):
+    train(tmp_path, ["--steps=2"], seed=1000)
+    capsys.readouterr()
+    train(tmp_path, ["--steps=2"], seed=1001)  # another seed, another model
+    assert len(fake_lerobot_train) == 2 and "--seed=1001" in fake_lerobot_train[1]
+    assert "Reusing" not in capsys.readouterr().out
+
+
+def test_main_job_retrains_a_checkpoint_without_a_record_of_its_arguments(
+    fake_lerobot_train, tmp_path, capsys
+):
+    train(tmp_path, ["--steps=2"])
+    (tmp_path / "train" / POLICY_TYPES[0] / "seed1000" / TRAIN_RECORD).unlink()
+    capsys.readouterr()
+    train(tmp_path, ["--steps=2"])
+    assert len(fake_lerobot_train) == 2
+    assert "Retraining act seed 1000 from scratch (its checkpoint has no record" in capsys.readouterr().out
+
+
+def test_main_job_leaves_an_older_versions_checkpoint_unused_and_in_place(tmp_path, capsys):
+    old_output = tmp_path / "train" / POLICY_TYPES[0]
+    (old_output / "checkpoints" / "last" / "pretrained_model").mkdir(parents=True)
+    args, _ = parse_arguments(["--work-dir", str(tmp_path)])
+    note_unrecorded_checkpoint(POLICY_TYPES[0], args, "[2/4]")
+    assert (old_output / "checkpoints" / "last" / "pretrained_model").is_dir()
+    assert "Not using the act checkpoint" in capsys.readouterr().out
+
+
+def sweep_report(mode: str, delay: int, successes: list[bool], discontinuity: float) -> dict:
+    """A delay sweep's report of one setting, with the fields a summary row reads."""
+    episodes = [
+        {"seed": 100 + i, "success": s, "steps": 10, "n_switches": 2, "discontinuity": discontinuity}
+        for i, s in enumerate(successes)
+    ]
+    result = {
+        "mode": mode,
+        "delay": delay,
+        "n_episodes": len(episodes),
+        "successes": sum(successes),
+        "n_switches": 2 * len(episodes),
+        "switch_jump_mean": discontinuity,
+        "inside_change_mean": 1.0,
+        "discontinuity": discontinuity,
+        "mean_steps": 10.0,
+        "episodes": episodes,
+    }
+    shared = {"task": "t", "actions": "position", "chunk_size": 4, "n_action_steps": 2, "rtc_max_delay": 1}
+    return {**shared, "seeds": [100 + i for i in range(len(episodes))], "max_steps": 10, "results": [result]}
+
+
+def test_a_main_job_summary_row_pools_the_training_seeds_with_both_intervals():
+    reports = [(1000, sweep_report("blend", 1, [True, True, False], 2.0))]
+    reports.append((1001, sweep_report("blend", 1, [False, False, False], 4.0)))
+    row = summary_row("act", reports, IMAGE_SIZE, train_steps=2)
+    assert (row["mode"], row["delay"], row["train_seeds"]) == ("blend", 1, [1000, 1001])
+    assert (row["episodes"], row["successes"], row["successes_per_seed"]) == (6, 2, [2, 0])
+    assert row["discontinuity_mean"] == row["discontinuity_pooled"] == pytest.approx(3.0)
+    assert 0 <= row["ci95_low"] < 2 / 6 < row["ci95_high"] <= 1
+    expected = seed_bootstrap_interval([2, 0], [3, 3], cell_rng_seed(("act", "blend", 1)))
+    assert (row["seed_ci95_low"], row["seed_ci95_high"]) == expected
+
+
+def test_a_main_job_summary_row_of_one_training_seed_has_no_seed_bootstrap_interval():
+    row = summary_row("act", [(1000, sweep_report("discard", 0, [True, False], 2.0))], IMAGE_SIZE, 2)
+    assert (row["train_seeds"], row["successes_per_seed"]) == ([1000], [1])
+    assert row["seed_ci95_low"] is row["seed_ci95_high"] is None

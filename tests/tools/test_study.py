@@ -17,6 +17,7 @@ from lerobot.scripts.lerobot_eval import rollout  # noqa: E402
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE  # noqa: E402
 
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysConfig  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.losses import delay_loss_weights  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.metaworld_demos import (  # noqa: E402
     lerobot_mujoco_env,
     set_max_episode_steps,
@@ -41,6 +42,7 @@ from lerobot_policy_act_rtc_alldelays.tools.study.data import (  # noqa: E402
 )
 from lerobot_policy_act_rtc_alldelays.tools.study.evaluation import (  # noqa: E402
     DelayedChunking,
+    act_blend_steps,
     evaluated_policy,
     make_vector_env,
     run_episodes,
@@ -119,21 +121,32 @@ def test_default_variant_runs_the_shipped_defaults(tmp_path):
     assert VARIANTS[-1] == "default"
 
 
-def test_the_probes_of_the_joins_change_only_their_fields_of_the_shipped_defaults(tmp_path):
+def test_the_probes_of_the_joins_change_only_their_fields_of_the_defaults_before_smooth_joins(tmp_path):
     settings = replace(quick_settings(tmp_path), rtc_max_delay=8, chunk_size=18, n_action_steps=9)
-    default = policy_config("default", settings)
+    before = {"rtc_blend_steps": 0, "rtc_delay0_loss_share": None, "rtc_delay_loss_weights": None,
+              "predict_relative_actions": True}
     changed = {
+        "absolute": {"predict_relative_actions": False},
         "blend": {"rtc_blend_steps": 4},
         "absolute_blend": {"rtc_blend_steps": 4, "predict_relative_actions": False},
         "delay0_weight": {"rtc_delay_loss_weights": [8.0] + [1.0] * 8},
         "blend_delay0_weight": {"rtc_blend_steps": 4, "rtc_delay_loss_weights": [8.0] + [1.0] * 8},
     }
+    default = policy_config("default", settings)
     for variant, fields in changed.items():
         config = policy_config(variant, settings)
-        assert {name: getattr(config, name) for name in fields} == fields
-        unchanged = ("rtc_blend_steps", "predict_relative_actions", "rtc_delay_loss_weights", *NEW_FIELDS)
-        for name in set(unchanged) - set(fields):
+        assert {name: getattr(config, name) for name in before} == {**before, **fields}, variant
+        for name in NEW_FIELDS:
             assert getattr(config, name) == getattr(default, name), (variant, name)
+
+
+def test_the_default_variant_blends_and_weights_delay_zero_as_blend_delay0_weight_did(tmp_path):
+    settings = replace(quick_settings(tmp_path), rtc_max_delay=8, chunk_size=18, n_action_steps=9)
+    default, probe = policy_config("default", settings), policy_config("blend_delay0_weight", settings)
+    assert default.blend_steps == probe.blend_steps == 4
+    weights = [delay_loss_weights(c.n_delays, c.rtc_delay0_loss_share, c.rtc_delay_loss_weights).tolist()
+               for c in (default, probe)]
+    assert weights[0] == pytest.approx(weights[1])
 
 
 def test_command_line_takes_a_budget_scan_and_a_time_reference():
@@ -377,6 +390,55 @@ def test_delayed_chunking_reproduces_the_plugins_discard_mode(quick_data, tmp_pa
         DelayedChunking(policy, delay=4, n_action_steps=4)
 
 
+def test_act_with_blending_blends_its_joins_as_the_plugins_own_select_action(quick_data, tmp_path):
+    """The `blend` rows of LeRobot's ACT: the wrapper blends each join as this policy does in discard mode,
+    with the steps this policy's default resolves to for the same chunking."""
+    trainer = Trainer("default", 0, quick_settings(tmp_path), quick_data)
+    policy = trainer.policy
+    observations = [
+        {OBS_STATE: torch.randn(2, 4), OBS_ENV_STATE: torch.randn(2, ENV_STATE_DIM)} for _ in range(11)
+    ]
+    evaluated_policy(policy, "discard", 1)
+    policy.reset()
+    expected = [policy.select_action(o) for o in observations]
+    blend_steps = policy.config.blend_steps
+    assert blend_steps == act_blend_steps(policy.config) == 2  # chunk 8 executing 4
+    wrapper = DelayedChunking(policy, delay=1, n_action_steps=4, blend_steps=blend_steps)
+    evaluated_policy(policy, "prefix", 0)
+    wrapper.reset()
+    for observation, action in zip(observations, expected, strict=True):
+        torch.testing.assert_close(wrapper.select_action(observation), action)
+
+
+def test_a_saved_unit_whose_policy_config_is_not_the_variants_today_is_trained_again(tmp_path):
+    settings = replace(quick_settings(tmp_path), variants=("default",), steps=(4,), equal_time=False)
+    run_study(settings, log=lambda message: None)
+    (path,) = (tmp_path / "units").glob("**/*.json")
+    unit = json.loads(path.read_text())
+    assert unit["policy_config"]["rtc_blend_steps"] == 2  # the default resolved to a number
+    # As if trained under the defaults before smooth joins: the rerun must not reuse it.
+    unit["policy_config"].update(rtc_blend_steps=0, rtc_delay0_loss_share=None)
+    path.write_text(json.dumps(unit))
+    messages = []
+    run_study(settings, log=messages.append)
+    assert json.loads(path.read_text())["policy_config"]["rtc_blend_steps"] == 2
+    assert any("trained again, its policy config differs" in m and "rtc_blend_steps (0 there, 2 now)" in m
+               for m in messages)
+
+
+def test_a_saved_unit_without_a_policy_config_is_trained_again(tmp_path):
+    settings = replace(quick_settings(tmp_path), variants=("act",), steps=(4,), equal_time=False)
+    run_study(settings, log=lambda message: None)
+    (path,) = (tmp_path / "units").glob("**/*.json")
+    unit = json.loads(path.read_text())
+    del unit["policy_config"]
+    path.write_text(json.dumps(unit))
+    messages = []
+    run_study(settings, log=messages.append)
+    assert "policy_config" in json.loads(path.read_text())
+    assert any("records no policy config" in m for m in messages)
+
+
 def test_quick_study_writes_every_cell_with_wilson_intervals_of_its_counts(tmp_path):
     rows = run_study(quick_settings(tmp_path / "quick"), log=lambda message: None)
     saved = json.loads((tmp_path / "quick" / "summary.json").read_text())
@@ -384,11 +446,11 @@ def test_quick_study_writes_every_cell_with_wilson_intervals_of_its_counts(tmp_p
     assert rewrite_report(tmp_path / "quick") == saved  # the report is a function of the episodes files
     cells = {tuple(r[k] for k in CELL_KEYS) for r in rows}
     assert len(cells) == len(rows)
-    # (equal steps at 4 and 8 steps, equal time at the time of 4) x noisy demos x (ACT: discard at 2 delays +
-    # ensembling; 2 RTC variants x 2 modes x 2 delays).
+    # (equal steps at 4 and 8 steps, equal time at the time of 4) x noisy demos x (ACT: discard and blend at
+    # 2 delays + ensembling; 2 RTC variants x 2 modes x 2 delays).
     budgets = {("equal_steps", 4), ("equal_steps", 8), ("equal_time", 4)}
     assert {(r["budget"], r["steps"]) for r in rows} == budgets
-    assert len(rows) == 3 * 1 * (3 + 2 * 2 * 2)
+    assert len(rows) == 3 * 1 * (5 + 2 * 2 * 2)
     for row in rows:
         assert row["episodes"] == 2 and row["train_seeds"] == [0] and row["demos"] == "noisy"
         assert (row["ci95_low"], row["ci95_high"]) == wilson_interval(row["successes"], row["episodes"])
@@ -402,7 +464,7 @@ def test_quick_study_writes_every_cell_with_wilson_intervals_of_its_counts(tmp_p
     relative = {(r["variant"], r["relative"]) for r in rows}
     assert relative == {("act", False), ("dropout", True), ("default", True)}
     assert {(r["variant"], r["mode"]) for r in rows} == {
-        ("act", "discard"), ("act", "temporal_ensemble"),
+        ("act", "discard"), ("act", "blend"), ("act", "temporal_ensemble"),
         *((v, m) for v in ("dropout", "default") for m in ("prefix", "discard")),
     }
     # The diagnostic: every trained RTC model at the delay > 0, one row per cell.
@@ -566,7 +628,7 @@ def test_verdicts_judge_at_the_smallest_budget_where_act_reaches_80_percent_at_d
     ]
     assert judged_budgets(rows) == {("t", "unimodal"): 2000}
     verdicts = {v["delay"]: v for v in verdict_rows(rows, ("default", "discard"))}
-    assert verdicts[0]["not_worse_wilson"] and verdicts[0]["smoother"] is None  # 85 inside 80's interval
+    assert verdicts[0]["not_worse_wilson"] and verdicts[0]["smoother"] is False  # 85 inside 80's; same joins
     assert not verdicts[8]["not_worse_wilson"] and verdicts[8]["smoother"]  # 70 above 50's; smoother joins
     # One variant's two modes share their delay-0 episodes: no verdict there.
     rows += [summary_row("default", "prefix", d, 80, steps=2000) for d in (0, 8)]

@@ -11,18 +11,20 @@ import numpy as np
 import torch
 from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
 from lerobot.envs.metaworld import MetaworldEnv
+from lerobot.policies.act.configuration_act import ACTConfig
 from lerobot.policies.act.modeling_act import ACTPolicy
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.scripts.lerobot_eval import rollout
 from lerobot.utils.constants import ACTION
 from torch import Tensor, nn
 
+from ...blending import blend_join, chunk_overlap, default_blend_steps
 from ..continuity import chunk_switch_changes, discontinuity_ratio
 from ..metaworld_demos import default_to_headless_rendering
 from ..metaworld_state import MetaworldStateEnv
 from .act_smooth import CommittedPrefixChunking, hold_action
 from .data import TrainingData
-from .settings import TEMPORAL_ENSEMBLE, StudySettings
+from .settings import ACT_BLEND_MODE, TEMPORAL_ENSEMBLE, StudySettings
 from .training import Trainer
 from .variants import ACT, ACT_SMOOTH
 
@@ -33,9 +35,11 @@ class DelayedChunking(nn.Module):
     """Plain chunking under an inference delay for a policy without one (LeRobot's ACT): the schedule of
     this plugin's `select_action` in `discard` mode. Each chunk contributes `n_action_steps` actions; when
     `delay` of them remain, the next chunk is predicted from the current observation and its first `delay`
-    actions are dropped (they correspond to the steps that pass while it is computed)."""
+    actions are dropped (they correspond to the steps that pass while it is computed). With `blend_steps`
+    k > 0, each new chunk's first k actions are blended with the previous chunk's predictions for the same
+    steps (`blending.blend_join`), as this plugin's `select_action` blends its own chunks."""
 
-    def __init__(self, policy: PreTrainedPolicy, delay: int, n_action_steps: int):
+    def __init__(self, policy: PreTrainedPolicy, delay: int, n_action_steps: int, blend_steps: int = 0):
         super().__init__()
         chunk_size = policy.config.chunk_size
         if not 0 <= delay < n_action_steps or delay + n_action_steps > chunk_size:
@@ -44,20 +48,25 @@ class DelayedChunking(nn.Module):
                 f"n_action_steps <= chunk_size ({chunk_size})."
             )
         self.policy, self.delay, self.n_action_steps = policy, delay, n_action_steps
+        self.blend_steps = blend_steps
         self.config = policy.config
         self._queue: deque[Tensor] = deque()
+        self._unqueued_tail: Tensor | None = None  # the last chunk's rows past its queued actions
 
     def reset(self) -> None:
         self.policy.reset()
         self._queue.clear()
+        self._unqueued_tail = None
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Tensor]) -> Tensor:
-        if not self._queue:
-            chunk = self.policy.predict_action_chunk(batch)[:, : self.n_action_steps]
-            self._queue.extend(chunk.transpose(0, 1))
-        elif len(self._queue) == self.delay:
-            chunk = self.policy.predict_action_chunk(batch)[:, self.delay : self.delay + self.n_action_steps]
+        first = 0 if not self._queue else self.delay if len(self._queue) == self.delay else None
+        if first is not None:
+            predicted = self.policy.predict_action_chunk(batch)  # [B, chunk_size, A]
+            chunk = predicted[:, first : first + self.n_action_steps]
+            if self._unqueued_tail is not None and self.blend_steps > 0:
+                chunk = blend_join(chunk, self._unqueued_tail, 0, self.blend_steps)
+            self._unqueued_tail = predicted[:, first + self.n_action_steps :]
             self._queue.extend(chunk.transpose(0, 1))
         return self._queue.popleft()
 
@@ -72,22 +81,36 @@ def temporal_ensemble_act(policy: ACTPolicy) -> ACTPolicy:
 
 def evaluated_policy(policy: PreTrainedPolicy, mode: str, delay: int) -> nn.Module:
     """The module whose `select_action` runs `mode` at `delay` (the policy itself, reconfigured, when it
-    emulates delays itself)."""
+    emulates delays itself). LeRobot's ACT runs plain chunking (`discard`), the same with this policy's
+    default blending at the join (`blend`), or temporal ensembling."""
     if isinstance(policy, ACTPolicy):
+        n_action_steps = policy.config.n_action_steps
         if mode == TEMPORAL_ENSEMBLE:
             return temporal_ensemble_act(policy)
+        if mode == ACT_BLEND_MODE:
+            return DelayedChunking(policy, delay, n_action_steps, act_blend_steps(policy.config))
         if mode != "discard":
-            raise ValueError(f"LeRobot's ACT has no action prefix: only discard mode, got '{mode}'.")
-        return policy if delay == 0 else DelayedChunking(policy, delay, policy.config.n_action_steps)
+            raise ValueError(
+                f"LeRobot's ACT has no action prefix: modes 'discard', '{ACT_BLEND_MODE}' and "
+                f"'{TEMPORAL_ENSEMBLE}' only, got '{mode}'."
+            )
+        return policy if delay == 0 else DelayedChunking(policy, delay, n_action_steps)
     policy.config.set_inference_setting(mode, delay)
     return policy
 
 
+def act_blend_steps(config: ACTConfig) -> int:
+    """The blend this policy's default (`rtc_blend_steps=None`) gives ACT's chunking: half of the overlap."""
+    return default_blend_steps(chunk_overlap(config.chunk_size, config.n_action_steps))
+
+
 def eval_settings(variant: str, delays: Sequence[int]) -> list[tuple[str, int]]:
     """The (mode, delay) pairs evaluated for a variant; delay 0 once for the RTC variants (both modes run
-    the same code there); ACTSmooth runs on its committed prefix only."""
+    the same code there); ACTSmooth runs on its committed prefix only; LeRobot's ACT with plain chunking,
+    with this policy's blending at the join, and with temporal ensembling at delay 0."""
     if variant == ACT:
-        return [(TEMPORAL_ENSEMBLE, 0)] + [("discard", d) for d in delays]
+        plain = [("discard", d) for d in delays]
+        return [(TEMPORAL_ENSEMBLE, 0), *plain, *[(ACT_BLEND_MODE, d) for d in delays]]
     if variant == ACT_SMOOTH:
         return [("prefix", d) for d in delays]
     return [("prefix", d) for d in delays] + [("discard", d) for d in delays if d > 0]

@@ -13,7 +13,7 @@ from .settings import TEMPORAL_ENSEMBLE, StudySettings
 from .statistics import expand_delay_zero, summarize, summarize_diagnostics
 from .units import UNITS_DIR, planned_records, write_json_atomically
 from .variants import ACT
-from .verdicts import ACT_DISCARD, verdicts_markdown
+from .verdicts import ACT_BLEND, ACT_DISCARD, verdicts_markdown
 
 
 def success_cell(row: dict[str, Any]) -> str:
@@ -57,9 +57,12 @@ def study_markdown(
     ]
     variants = dict.fromkeys(r["variant"] for r in rows if r["variant"] != ACT)
     modes = {v: {r["mode"] for r in rows if r["variant"] == v} for v in variants}
-    # Every other variant in each of its modes against ACT, and a prefix against the same variant's discard.
-    comparisons = [((v, mode), ACT_DISCARD) for v in variants for mode in ("discard", "prefix")
-                   if mode in modes[v]]
+    # Every other variant in each of its modes against ACT's plain chunking and against ACT with the same
+    # blending at the join (where the study ran it), and a prefix against the same variant's discard.
+    act_modes = {r["mode"] for r in rows if r["variant"] == ACT}
+    references = [ACT_DISCARD] + [ACT_BLEND] * (ACT_BLEND[1] in act_modes)
+    comparisons = [((v, mode), reference) for reference in references for v in variants
+                   for mode in ("discard", "prefix") if mode in modes[v]]
     comparisons += [((v, "prefix"), (v, "discard")) for v in variants if {"prefix", "discard"} <= modes[v]]
     tables = (markdown_table(headers, table) + "\n" + verdicts_markdown(rows, comparisons)
               + reliance_markdown(diagnostic_rows))

@@ -48,8 +48,10 @@ did): see `metaworld_state`. The shipped defaults then predict relative actions;
 `relative`).
 
 Each unit (task, demos, variant, training seed, steps: a training and its evaluation) is saved in
-`units/` when it finishes, with the settings it ran under (`units`). Running the same command again resumes:
-saved units are reused and only the missing ones run; a unit saved under other settings stops the run.
+`units/` when it finishes, with the settings it ran under and its policy config (`units`). Running the same
+command again resumes: saved units are reused and only the missing ones run; a unit saved under other
+settings stops the run, and one whose policy config is no longer what its variant resolves to (`default`
+after a change of the package's defaults) or that lacks an evaluated setting is trained again.
 Writes `summary.json` (a list of rows), `summary.md`, `prefix_reliance.json` (the diagnostic per cell),
 `study_meta.json` and PNG plots to `--output-dir`; the summary is rewritten after every unit, so a partial
 run is usable (`--report-only` rebuilds it from the units).
@@ -77,7 +79,15 @@ from .evaluation import evaluate_model, make_vector_env
 from .report import write_outputs
 from .settings import DEMO_MAX_STEPS, StudySettings
 from .training import Trainer, calibrate, equal_time_steps
-from .units import planned_records, planned_units, refuse_other_settings, save_unit, write_json_atomically
+from .units import (
+    load_unit,
+    planned_records,
+    planned_units,
+    refuse_other_settings,
+    save_unit,
+    stale_reason,
+    write_json_atomically,
+)
 from .variants import DESCRIPTIONS, PEERS
 
 
@@ -185,7 +195,16 @@ def run_task(
     try:
         for demos_condition in settings.demos:
             planned = planned_units(settings, task, demos_condition, time_steps_by_variant)
-            if all(unit.path(out).exists() for unit, _ in planned):
+            to_run = []
+            for unit, budgets in planned:
+                saved = load_unit(out, unit)
+                reason = None if saved is None else stale_reason(saved, unit, settings)
+                if saved is None or reason is not None:
+                    to_run.append((unit, budgets))
+                if reason is not None:
+                    log(f"[{_minutes(start)}] {task} {demos_condition} seed {unit.train_seed} {unit.variant} "
+                        f"{unit.steps} steps: trained again, {reason}.")
+            if not to_run:
                 continue
             if vector_env is None:
                 vector_env = make_vector_env(task, n_eval, settings.max_steps, settings.actions)
@@ -197,9 +216,7 @@ def run_task(
             log(f"[{_minutes(start)}] {task} {demos_condition}: {len(demos)} demos "
                 f"({sum(d.length for d in demos)} frames) in {time.perf_counter() - t0:.1f}s")
             trainer, trained = None, None  # the model of the last unit, which a longer unit continues
-            for unit, budgets in planned:
-                if unit.path(out).exists():
-                    continue
+            for unit, budgets in to_run:
                 seeds = [settings.eval_seed + unit.train_seed * n_eval + i for i in range(n_eval)]
                 continues = trained == (unit.variant, unit.train_seed) and trainer.steps <= unit.steps
                 if not continues:
@@ -219,8 +236,8 @@ def run_task(
                     relative=relative_label(trainer.config),
                     train_steps=unit.steps, train_seconds=trainer.seconds, train_loss=trainer.last_loss,
                 )
-                save_unit(out, unit, unit_settings, {"labels": labels, "episodes": new,
-                                                     "diagnostics": diagnostics})
+                save_unit(out, unit, unit_settings, trainer.config_record,
+                          {"labels": labels, "episodes": new, "diagnostics": diagnostics})
                 reliance = " ".join(f"{d['delay']}: {d['prefix_reliance']:.2f}" for d in diagnostics)
                 log(f"[{_minutes(start)}] {task} {demos_condition} seed {unit.train_seed} {unit.variant} "
                     f"{'+'.join(f'{b}@{s}' for b, s in budgets)}: {unit.steps} steps in "

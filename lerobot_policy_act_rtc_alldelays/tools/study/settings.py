@@ -15,6 +15,8 @@ from .variants import ACT_SMOOTH, DEFAULT, DEFAULT_VARIANTS, VARIANTS
 TIME_REFERENCES = ("off", DEFAULT)
 DEFAULT_DEMOS = ("unimodal", "noisy")
 TEMPORAL_ENSEMBLE = "temporal_ensemble"
+# LeRobot's ACT with plain chunking and this policy's default blending at the join.
+ACT_BLEND_MODE = "blend"
 # Picked by the position-target task scan (`task_scan`, results/position_task_scan): LeRobot's ACT reaches
 # 80% at delay 0 there and loses most at delay 8.
 DEFAULT_TASKS = ("sweep-v3", "handle-pull-v3")

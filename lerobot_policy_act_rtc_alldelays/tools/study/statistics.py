@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import binomtest
 
-from .settings import TEMPORAL_ENSEMBLE
+from .settings import ACT_BLEND_MODE, TEMPORAL_ENSEMBLE
 from .variants import PEERS, VARIANTS
 
 
@@ -164,7 +164,7 @@ def expand_delay_zero(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def row_order(row: dict[str, Any]) -> tuple:
-    modes = ("prefix", "discard", TEMPORAL_ENSEMBLE)
+    modes = ("prefix", "discard", ACT_BLEND_MODE, TEMPORAL_ENSEMBLE)
     return (
         row["budget"] != "equal_steps",
         row["steps"],

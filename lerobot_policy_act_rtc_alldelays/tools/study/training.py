@@ -1,7 +1,10 @@
 """The study's policies and their training: configs, seeded creation, the training loop, the interleaved
 step-time calibration and the equal wall-clock budget."""
 
+import dataclasses
+import json
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,6 +71,15 @@ def policy_config(variant: str, settings: StudySettings) -> PreTrainedConfig:
     )
 
 
+def config_record(config: PreTrainedConfig) -> dict[str, Any]:
+    """A policy config as a unit records it, in JSON: every field, and this policy's blend steps as the
+    number its `select_action` uses (`rtc_blend_steps=None` resolved)."""
+    record = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    if hasattr(config, "blend_steps"):
+        record["rtc_blend_steps"] = config.blend_steps
+    return record
+
+
 def new_policy(config: PreTrainedConfig, seed: int) -> PreTrainedPolicy:
     """Seeded right before creation: RTC variants with the same parameters (all but the state token's and
     the mask token's) get the same initial weights from a seed."""
@@ -86,6 +98,8 @@ class Trainer:
     def __init__(self, variant: str, seed: int, settings: StudySettings, data: TrainingData):
         self.variant = variant
         self.config = policy_config(variant, settings)
+        # As trained: the evaluation reconfigures the inference fields of this policy's config.
+        self.config_record = config_record(self.config)
         self.policy = new_policy(self.config, seed)
         if getattr(self.config, "predict_relative_actions", False):
             init_from_columns(self.policy, data.columns)  # as `make_policy` does from a dataset

@@ -3,8 +3,13 @@
 A unit is one training run (task, demos, variant, training seed, steps) and its evaluation: the episodes and
 the prefix-reliance diagnostic of the trained model. Its file, `units/<task>/<demos>/<variant>/
 seed<k>_steps<n>.json` in the output folder, also holds the settings it ran under
-(`StudySettings.unit_settings`). A unit is written to a temporary file and renamed into place, so a run
-killed at any moment leaves whole units only: it loses at most the unit in progress.
+(`StudySettings.unit_settings`) and the policy config it trained with (`policy_config`). A unit is written to
+a temporary file and renamed into place, so a run killed at any moment leaves whole units only: it loses at
+most the unit in progress.
+
+A saved unit is reused only while it is current: its policy config is the one its variant resolves to today
+(`default` follows the package's defaults, which change between releases) and it evaluated the settings the
+variant is evaluated in today. Otherwise it is trained and evaluated again.
 """
 
 import json
@@ -14,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..interleave import rotated
+from .evaluation import eval_settings
 from .settings import StudySettings
-from .training import Budget, training_runs
+from .training import Budget, config_record, policy_config, training_runs
 
 UNITS_DIR = "units"
 
@@ -44,15 +50,46 @@ def write_json_atomically(path: Path, value: Any, indent: int | None = None) -> 
     os.replace(temporary, path)
 
 
-def save_unit(output_dir: Path, unit: Unit, settings: dict[str, Any], result: dict[str, Any]) -> None:
-    """Writes the unit's `result` with the `settings` it ran under, atomically."""
-    write_json_atomically(unit.path(output_dir), {"unit": vars(unit), "settings": settings, **result})
+def save_unit(
+    output_dir: Path, unit: Unit, settings: dict[str, Any], config: dict[str, Any], result: dict[str, Any]
+) -> None:
+    """Writes the unit's `result` with the `settings` it ran under and its policy `config` (`config_record`),
+    atomically."""
+    write_json_atomically(
+        unit.path(output_dir), {"unit": vars(unit), "settings": settings, "policy_config": config, **result}
+    )
 
 
 def load_unit(output_dir: Path, unit: Unit) -> dict[str, Any] | None:
     """The saved result of `unit`, or None if it has not finished."""
     path = unit.path(output_dir)
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def stale_reason(saved: dict[str, Any], unit: Unit, settings: StudySettings) -> str | None:
+    """Why the saved result of `unit` cannot be reused under today's variant, or None when it can."""
+    recorded = saved.get("policy_config")
+    if recorded is None:
+        return "it records no policy config (saved by an earlier version)"
+    today = config_record(policy_config(unit.variant, settings))
+    changed = sorted(key for key in set(recorded) | set(today) if recorded.get(key) != today.get(key))
+    if changed:
+        return "its policy config differs from the variant's today in " + ", ".join(
+            f"{key} ({recorded.get(key)!r} there, {today.get(key)!r} now)" for key in changed
+        )
+    evaluated = {(e["mode"], e["delay"]) for e in saved["episodes"]}
+    missing = sorted(set(eval_settings(unit.variant, settings.delays)) - evaluated)
+    if missing:
+        return f"it lacks the evaluated settings {missing}"
+    return None
+
+
+def current_unit(output_dir: Path, unit: Unit, settings: StudySettings) -> dict[str, Any] | None:
+    """The saved result of `unit` if it finished and is current (`stale_reason`), else None."""
+    saved = load_unit(output_dir, unit)
+    if saved is None or stale_reason(saved, unit, settings) is not None:
+        return None
+    return saved
 
 
 def refuse_other_settings(output_dir: Path, settings: dict[str, Any]) -> None:
@@ -106,7 +143,7 @@ def planned_records(
     for task in settings.tasks:
         for demos in settings.demos:
             for unit, budgets in planned_units(settings, task, demos, time_steps_by_variant):
-                result = load_unit(settings.output_dir, unit)
+                result = current_unit(settings.output_dir, unit, settings)
                 if result is None:
                     continue
                 for budget, steps in budgets:

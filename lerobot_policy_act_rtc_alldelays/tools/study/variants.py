@@ -1,10 +1,12 @@
 """The study's variants: named config overrides of this policy, plus LeRobot's ACT and ACTSmooth, the peer
 plugin (`act_smooth`).
 
-The variants from before the remedies pin each field the remedies added, so their rows stay reproducible
-when the shipped defaults change; `default` overrides nothing and runs the package's defaults of the day, and
-the probes of the joins (`absolute`, `blend`, `absolute_blend`, `delay0_weight`) change one thing each in
-those defaults (`blend_delay0_weight` two).
+Each variant pins the fields that later releases changed, so its rows stay reproducible when the shipped
+defaults change: the variants from before the remedies pin those too, and every variant from before smooth
+joins by default pins blending off and uniform delay weights. `default` overrides nothing and runs the
+package's defaults of the day (blending at the join over half the overlap, delay 0 half of the loss); the
+probes of the joins (`absolute`, `blend`, `absolute_blend`, `delay0_weight`, `blend_delay0_weight`) change
+one or two things each in the defaults before that.
 """
 
 from typing import Any
@@ -18,14 +20,18 @@ DEFAULT = "default"
 PEERS = (ACT, ACT_SMOOTH)
 
 # Blending at the join over about half of the study's chunk overlap (chunk 18, 9 actions executed), as
-# ACTSmooth's experiments blended 10 of the 20 actions a chunk executed.
+# ACTSmooth's experiments blended 10 of the 20 actions a chunk executed; what the default resolves to there.
 BLEND_STEPS = 4
-# Delay 0 as much of the loss as the 8 other delays of the study's rtc_max_delay=8 together.
+# Delay 0 as much of the loss as the 8 other delays of the study's rtc_max_delay=8 together: the default
+# share of 0.5 there, as the probes wrote it.
 DELAY0_WEIGHTS = [8.0] + [1.0] * 8
 
+# The defaults before smooth joins: no blending, every delay weighted alike.
+BEFORE_SMOOTH_JOINS: dict[str, Any] = dict(rtc_blend_steps=0, rtc_delay0_loss_share=None)
 # The policy as it was before the state token and the prefix remedies existed.
 BEFORE_REMEDIES: dict[str, Any] = dict(
-    use_state_token=False, rtc_prefix_dropout=0.0, rtc_prefix_noise_std=0.0, rtc_delays_per_sample=None
+    use_state_token=False, rtc_prefix_dropout=0.0, rtc_prefix_noise_std=0.0, rtc_delays_per_sample=None,
+    **BEFORE_SMOOTH_JOINS,
 )
 STATE: dict[str, Any] = {**RTC_VARIANTS["on"], **BEFORE_REMEDIES, "use_state_token": True}
 
@@ -48,25 +54,33 @@ VARIANT_TABLE: dict[str, tuple[dict[str, Any], str]] = {
     "k2": ({**STATE, "rtc_delays_per_sample": 2}, "state + 2 delays drawn per sample"),
     "k3": ({**STATE, "rtc_delays_per_sample": 3}, "state + 3 delays drawn per sample"),
     "absolute": (
-        {"predict_relative_actions": False},
-        "the shipped defaults with absolute actions (`predict_relative_actions=false`)",
+        {"predict_relative_actions": False, **BEFORE_SMOOTH_JOINS},
+        "the defaults before smooth joins with absolute actions (`predict_relative_actions=false`)",
     ),
-    # Probes of the joins (one change each to the shipped defaults).
-    "blend": ({"rtc_blend_steps": BLEND_STEPS}, f"the shipped defaults with `rtc_blend_steps={BLEND_STEPS}`"),
+    # Probes of the joins (one or two changes each to the defaults before smooth joins).
+    "blend": (
+        {**BEFORE_SMOOTH_JOINS, "rtc_blend_steps": BLEND_STEPS},
+        f"the defaults before smooth joins with `rtc_blend_steps={BLEND_STEPS}`",
+    ),
     "absolute_blend": (
-        {"predict_relative_actions": False, "rtc_blend_steps": BLEND_STEPS},
-        f"the shipped defaults with absolute actions and `rtc_blend_steps={BLEND_STEPS}`",
+        {**BEFORE_SMOOTH_JOINS, "predict_relative_actions": False, "rtc_blend_steps": BLEND_STEPS},
+        f"the defaults before smooth joins with absolute actions and `rtc_blend_steps={BLEND_STEPS}`",
     ),
     "delay0_weight": (
-        {"rtc_delay_loss_weights": DELAY0_WEIGHTS},
-        "the shipped defaults with delay 0 weighted as much as the 8 other delays together in the loss "
-        "(`rtc_delay_loss_weights=[8, 1, ..., 1]`; for rtc_max_delay=8)",
+        {**BEFORE_SMOOTH_JOINS, "rtc_delay_loss_weights": DELAY0_WEIGHTS},
+        "the defaults before smooth joins with delay 0 weighted as much as the 8 other delays together in "
+        "the loss (`rtc_delay_loss_weights=[8, 1, ..., 1]`; for rtc_max_delay=8)",
     ),
     "blend_delay0_weight": (
-        {"rtc_blend_steps": BLEND_STEPS, "rtc_delay_loss_weights": DELAY0_WEIGHTS},
-        f"the shipped defaults with `rtc_blend_steps={BLEND_STEPS}` and delay 0 weighted as `delay0_weight`",
+        {**BEFORE_SMOOTH_JOINS, "rtc_blend_steps": BLEND_STEPS, "rtc_delay_loss_weights": DELAY0_WEIGHTS},
+        f"the defaults before smooth joins with `rtc_blend_steps={BLEND_STEPS}` and delay 0 weighted as "
+        "`delay0_weight` (what the defaults became)",
     ),
-    DEFAULT: ({}, "the package's shipped config defaults, no overrides"),
+    DEFAULT: (
+        {},
+        "the package's shipped config defaults, no overrides (blending at the join over half the overlap, "
+        "delay 0 half of the loss)",
+    ),
 }
 VARIANTS = tuple(VARIANT_TABLE)
 DESCRIPTIONS = {name: description for name, (_, description) in VARIANT_TABLE.items()}

@@ -6,17 +6,20 @@ candidate (a variant in a mode) is "not worse" than a reference (LeRobot's ACT, 
 other mode) when the reference's success rate lies inside or below the candidate's interval: Wilson's over
 episodes, and the seed bootstrap's (`statistics.seed_bootstrap_interval`), both reported, so a verdict names
 the interval it rests on. Its joins are "smoother" when its mean chunk-join discontinuity is below the
-reference's.
+reference's, at every delay (at delay 0 chunks join every `n_action_steps` too); the ratio of the two is
+reported beside it.
 """
 
 from typing import Any
 
 from ..report import markdown_table
+from .settings import ACT_BLEND_MODE
 from .statistics import not_worse
 from .variants import ACT
 
 ACT_MIN_DELAY_ZERO = 0.8
 ACT_DISCARD = (ACT, "discard")  # LeRobot's ACT as it runs under a delay: plain chunking
+ACT_BLEND = (ACT, ACT_BLEND_MODE)  # the same with this policy's default blending at the join
 
 
 def judged_budgets(rows: list[dict[str, Any]]) -> dict[tuple[str, str], int | None]:
@@ -53,16 +56,17 @@ def verdict_rows(
             if None in cells:
                 continue
             candidate_row, reference_row = cells
-            smoother = None
+            smoother = ratio = None
             discontinuities = (candidate_row["discontinuity_mean"], reference_row["discontinuity_mean"])
-            if delay > 0 and None not in discontinuities:
+            if None not in discontinuities:
                 smoother = discontinuities[0] < discontinuities[1]
+                ratio = discontinuities[0] / discontinuities[1] if discontinuities[1] else None
             verdicts.append({
                 "task": task, "demos": demos, "steps": steps, "delay": delay,
                 "candidate": candidate_row, "reference": reference_row,
                 "not_worse_wilson": not_worse(candidate_row, reference_row, "wilson"),
                 "not_worse_seed": not_worse(candidate_row, reference_row, "seed"),
-                "smoother": smoother,
+                "smoother": smoother, "discontinuity_ratio": ratio,
             })
     return verdicts
 
@@ -81,8 +85,8 @@ def verdicts_markdown(
         + "; ".join(f"{task} {demos}: {steps if steps else 'none (no verdict)'}"
                     for (task, demos), steps in budgets.items())
         + ". Not worse: the reference's rate inside or below the candidate's Wilson (episodes) or "
-        "seed-bootstrap interval. Smoother: lower mean chunk-join discontinuity than the reference "
-        "(delays > 0).",
+        "seed-bootstrap interval. Smoother: lower mean chunk-join discontinuity than the reference; ratio: "
+        "the candidate's over the reference's.",
     ]
     for candidate, reference in comparisons:
         verdicts = verdict_rows(rows, candidate, reference)
@@ -95,30 +99,36 @@ def verdicts_markdown(
                 f"{v['candidate']['successes']}/{v['candidate']['episodes']}",
                 _yes_no(v["not_worse_wilson"]), _yes_no(v["not_worse_seed"]),
                 v["reference"]["discontinuity_mean"], v["candidate"]["discontinuity_mean"],
-                _yes_no(v["smoother"]),
+                _ratio(v["discontinuity_ratio"]), _yes_no(v["smoother"]),
             ]
             for v in verdicts
         ]
-        delayed = [v for v in verdicts if v["delay"] > 0]
+        joined = [v for v in verdicts if v["smoother"] is not None]
+        within = sum(v["discontinuity_ratio"] is not None and v["discontinuity_ratio"] <= 1.1 for v in joined)
         lines += [
             "",
             f"### `{name(candidate)}` against `{name(reference)}`",
             "",
             markdown_table(
                 ["task", "demos", "steps", "delay", name(reference), name(candidate), "not worse (Wilson)",
-                 "not worse (seeds)", "reference discont.", "candidate discont.", "smoother"],
+                 "not worse (seeds)", "reference discont.", "candidate discont.", "ratio", "smoother"],
                 table,
             ),
             "",
             f"Not worse in {sum(v['not_worse_wilson'] for v in verdicts)} of {len(verdicts)} cells (Wilson), "
             f"{sum(v['not_worse_seed'] for v in verdicts)} of {len(verdicts)} (seed bootstrap); smoother "
-            f"joins in {sum(bool(v['smoother']) for v in delayed)} of {len(delayed)} delayed cells.",
+            f"joins in {sum(v['smoother'] for v in joined)} of {len(joined)} cells, no rougher than 1.1x the "
+            f"reference in {within} of {len(joined)}.",
         ]
     return "\n".join(lines) + "\n"
 
 
 def name(side: tuple[str, str]) -> str:
     return f"{side[0]} {side[1]}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _yes_no(value: bool | None) -> str:
