@@ -101,7 +101,7 @@ def test_each_config_parses_as_lerobot_train_reads_it_into_this_policy_with_its_
 @pytest.mark.slow
 def test_the_readmes_lerobot_eval_command_evaluates_a_saved_checkpoint(tmp_path):
     pytest.importorskip("metaworld")  # the `metaworld` extra: the simulator the command runs in here
-    from lerobot_policy_act_rtc_alldelays.tools.metaworld_demos import DEFAULT_TASK, IMAGE_KEY, STATE_KEY
+    from lerobot_policy_act_rtc_alldelays.tools.metaworld.demos import DEFAULT_TASK, IMAGE_KEY, STATE_KEY
 
     (command,) = readme_code_spans("lerobot-eval ")
     (delay_option,) = readme_code_spans("--policy.rtc_inference_delay=")

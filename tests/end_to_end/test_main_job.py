@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("metaworld")  # the `metaworld` extra; the modules below import it
 
-from lerobot_policy_act_rtc_alldelays.tools import delay_sweep  # noqa: E402
-from lerobot_policy_act_rtc_alldelays.tools.main_job import POLICY_TYPES, main  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.metaworld import delay_sweep  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.metaworld.main_job import POLICY_TYPES, main  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.policy_sizes import TINY, cli_args  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.evaluation import eval_settings  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.settings import TEMPORAL_ENSEMBLE  # noqa: E402

@@ -83,7 +83,9 @@ def test_select_action_requests_the_next_chunk_when_delay_actions_remain_and_use
 
 
 def test_discard_mode_ignores_the_prefix_and_drops_the_first_delay_actions():
-    policy = make_policy(chunk_size=8, n_action_steps=4, rtc_inference_delay=3, rtc_inference_mode="discard")
+    policy = make_policy(
+        chunk_size=8, n_action_steps=4, rtc_inference_delay=3, rtc_inference_mode="discard", rtc_blend_steps=0
+    )
     calls = _record_inference_calls(policy)
     observation = _observation(policy)
     executed = [policy.select_action(observation) for _ in range(8)]
@@ -221,7 +223,7 @@ def _pad(rows, length=10):
 
 
 def test_lerobot_rtc_runtime_call_returns_the_left_over_prefix_then_the_conditioned_chunk():
-    policy = make_policy()
+    policy = make_policy(rtc_blend_steps=0)  # blending: test_blending
     observation = _observation(policy, batch_size=1)
     left_over = torch.randn(6, 4)  # [T, A], as the runtime passes it
     assert policy.supports_rtc()
@@ -242,7 +244,7 @@ def test_lerobot_rtc_runtime_first_chunk_is_the_plain_prediction():
 
 
 def test_lerobot_rtc_runtime_in_discard_mode_returns_the_plain_chunk_for_the_runtime_to_skip_into():
-    policy = make_policy(rtc_inference_mode="discard")
+    policy = make_policy(rtc_inference_mode="discard", rtc_blend_steps=0)  # blending: test_blending
     observation = _observation(policy, batch_size=1)
 
     chunk = _runtime_call(policy, observation, 2, torch.randn(6, 4))
@@ -289,7 +291,7 @@ def test_padding_is_told_from_real_rows_by_position_not_by_value():
 
 
 def test_a_delay_beyond_rtc_max_delay_still_predicts_and_names_the_limit(caplog):
-    policy = make_policy(rtc_max_delay=3, chunk_size=5)
+    policy = make_policy(rtc_max_delay=3, chunk_size=5, rtc_blend_steps=0)
     observation = _observation(policy, batch_size=1)
     left_over = torch.randn(8, 4)
     with caplog.at_level(logging.WARNING):

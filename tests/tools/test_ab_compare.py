@@ -7,7 +7,7 @@ import pytest
 import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
-from lerobot_policy_act_rtc_alldelays.tools.ab_compare import initial_policy, main, parse_args
+from lerobot_policy_act_rtc_alldelays.tools.benchmarks.ab_compare import initial_policy, main, parse_args
 
 MAX_DELAY = 2
 VARIANTS = ("off", "on", "shared")

@@ -7,9 +7,9 @@ import pytest
 import torch
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 
-from lerobot_policy_act_rtc_alldelays.tools.benchmark import cpu_memory, main
-from lerobot_policy_act_rtc_alldelays.tools.benchmark_delays import ONE_DELAY, STATE_ONLY
-from lerobot_policy_act_rtc_alldelays.tools.step_timing import (
+from lerobot_policy_act_rtc_alldelays.tools.benchmarks.benchmark import cpu_memory, main
+from lerobot_policy_act_rtc_alldelays.tools.benchmarks.benchmark_delays import ONE_DELAY, STATE_ONLY
+from lerobot_policy_act_rtc_alldelays.tools.benchmarks.step_timing import (
     ACT,
     OFF,
     ON,

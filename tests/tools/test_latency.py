@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import TINY_RTC, make_policy
 
-from lerobot_policy_act_rtc_alldelays.tools.latency import (
+from lerobot_policy_act_rtc_alldelays.tools.benchmarks.latency import (
     ACT,
     ACT_NO_WEIGHTS,
     THIS_POLICY,

@@ -27,8 +27,8 @@ from lerobot_policy_act_rtc_alldelays import (  # noqa: E402
     pad_to_square_and_resize,
 )
 from lerobot_policy_act_rtc_alldelays.dataset_derived import init_from_dataset  # noqa: E402
-from lerobot_policy_act_rtc_alldelays.tools import delay_sweep  # noqa: E402
-from lerobot_policy_act_rtc_alldelays.tools.delay_sweep import (  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.metaworld import delay_sweep  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.metaworld.delay_sweep import (  # noqa: E402
     ChunkStartRecorder,
     check_trained_actions,
     chunk_switch_changes,
@@ -38,7 +38,17 @@ from lerobot_policy_act_rtc_alldelays.tools.delay_sweep import (  # noqa: E402
     valid_delays,
     write_report,
 )
-from lerobot_policy_act_rtc_alldelays.tools.main_job import (  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.metaworld.demos import (  # noqa: E402
+    ACTION_NAMES,
+    DEFAULT_TASK,
+    IMAGE_KEY,
+    STATE_KEY,
+    lerobot_mujoco_env,
+    make_expert_env,
+    make_metaworld_dataset,
+)
+from lerobot_policy_act_rtc_alldelays.tools.metaworld.frames import render_frames_at  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.metaworld.main_job import (  # noqa: E402
     POLICY_TYPES,
     TRAIN_RECORD,
     note_unrecorded_checkpoint,
@@ -48,17 +58,7 @@ from lerobot_policy_act_rtc_alldelays.tools.main_job import (  # noqa: E402
     train_arguments,
     trained_checkpoint,
 )
-from lerobot_policy_act_rtc_alldelays.tools.metaworld_demos import (  # noqa: E402
-    ACTION_NAMES,
-    DEFAULT_TASK,
-    IMAGE_KEY,
-    STATE_KEY,
-    lerobot_mujoco_env,
-    make_expert_env,
-    make_metaworld_dataset,
-)
-from lerobot_policy_act_rtc_alldelays.tools.metaworld_frames import render_frames_at  # noqa: E402
-from lerobot_policy_act_rtc_alldelays.tools.metaworld_position import PositionTargets  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.metaworld.position import PositionTargets  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.policy_sizes import TINY  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.evaluation import eval_settings  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.settings import TEMPORAL_ENSEMBLE  # noqa: E402

@@ -18,15 +18,15 @@ from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE  # noqa: E4
 
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysConfig  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.losses import delay_loss_weights  # noqa: E402
-from lerobot_policy_act_rtc_alldelays.tools.metaworld_demos import (  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.metaworld.demos import (  # noqa: E402
     lerobot_mujoco_env,
     set_max_episode_steps,
 )
-from lerobot_policy_act_rtc_alldelays.tools.metaworld_position import (  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.metaworld.position import (  # noqa: E402
     delta_toward,
     position_target,
 )
-from lerobot_policy_act_rtc_alldelays.tools.metaworld_state import (  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.metaworld.state import (  # noqa: E402
     ENV_STATE_DIM,
     NOISY_EXECUTION_STD,
     MetaworldStateEnv,

@@ -31,7 +31,7 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor, nn
 
-from ..metaworld_state import Demo
+from ..metaworld.state import Demo
 
 ACT_SMOOTH_MODULE = "lerobot_policy_act_smooth"
 PEERS_INSTALL = "pip install 'lerobot_policy_act_rtc_alldelays[peers]'"

@@ -5,8 +5,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..metaworld_position import ACTION_SPACES
-from ..metaworld_state import DEMO_CONDITIONS
+from ..metaworld.position import ACTION_SPACES
+from ..metaworld.state import DEMO_CONDITIONS
 from .evaluation import env_step_seconds
 from .report import rewrite_report
 from .runner import __doc__ as STUDY_DOC

@@ -12,7 +12,7 @@ from lerobot.policies.factory import make_pre_post_processors
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 from torch import Tensor
 
-from ..metaworld_state import Demo
+from ..metaworld.state import Demo
 
 ACTION_IS_PAD = "action_is_pad"
 STD_FLOOR = 0.01  # 1 cm for positions; actions and gripper values are of order 1

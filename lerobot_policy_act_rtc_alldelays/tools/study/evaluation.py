@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from ...blending import blend_join, chunk_overlap, default_blend_steps
 from ..continuity import chunk_switch_changes, discontinuity_ratio
-from ..metaworld_demos import default_to_headless_rendering
-from ..metaworld_state import MetaworldStateEnv
+from ..metaworld.demos import default_to_headless_rendering
+from ..metaworld.state import MetaworldStateEnv
 from .act_smooth import CommittedPrefixChunking, hold_action
 from .data import TrainingData
 from .settings import ACT_BLEND_MODE, TEMPORAL_ENSEMBLE, StudySettings

@@ -2,7 +2,7 @@
 training pay off when inference takes `d` control steps, and do the remedies against copying the prefix?
 
 For every task and demonstration condition (unimodal: the scripted expert; multimodal: a random detour left
-or right first; noisy: the expert's actions recorded but executed with noise, see `metaworld_state`), every
+or right first; noisy: the expert's actions recorded but executed with noise, see `metaworld.state`), every
 variant is trained on the same demonstrations, with the same seeds and batches, then evaluated in closed
 loop (a longer budget trains on from the shorter one's model: the same batches, so the same model as
 training from scratch). The variants are named config overrides (`variants.py`):
@@ -44,7 +44,7 @@ Per cell: successes with a Wilson 95% interval, chunk-join discontinuity (mean j
 mean step-to-step change inside chunks, per episode: mean, std and pooled), per-seed figures and a
 seed-bootstrap interval; `summary.md` ends with the verdicts (`verdicts`). Actions are position targets by
 default (`--actions position`; `--actions delta` runs MetaWorld's deltas, as `results/metaworld_state_study*`
-did): see `metaworld_state`. The shipped defaults then predict relative actions; each row says so (`actions`,
+did): see `metaworld.state`. The shipped defaults then predict relative actions; each row says so (`actions`,
 `relative`).
 
 Each unit (task, demos, variant, training seed, steps: a training and its evaluation) is saved in
@@ -70,7 +70,7 @@ import torch
 from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
 from lerobot.envs.factory import make_env_pre_post_processors
 
-from ..metaworld_state import record_demos
+from ..metaworld.state import record_demos
 from ..policy_sizes import STATE_STUDY
 from ..prefix_reliance import prefix_reliance
 from .act_smooth import is_act_smooth

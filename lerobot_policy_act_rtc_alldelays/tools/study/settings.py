@@ -5,8 +5,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..metaworld_position import ACTION_SPACES, check_action_space
-from ..metaworld_state import DEMO_CONDITIONS
+from ..metaworld.position import ACTION_SPACES, check_action_space
+from ..metaworld.state import DEMO_CONDITIONS
 from .act_smooth import require_act_smooth
 from .variants import ACT_SMOOTH, DEFAULT, DEFAULT_VARIANTS, VARIANTS
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..metaworld_state import record_demos
+from ..metaworld.state import record_demos
 from ..report import markdown_table
 from .runner import print_now, run_study
 from .settings import DEMO_MAX_STEPS, StudySettings

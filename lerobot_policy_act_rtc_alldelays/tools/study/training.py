@@ -19,7 +19,7 @@ from ...configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysC
 from ...dataset_derived import init_from_columns
 from ...modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
 from ..interleave import rotated
-from ..metaworld_state import state_features
+from ..metaworld.state import state_features
 from ..policy_sizes import STATE_STUDY
 from .act_smooth import act_smooth_config, act_smooth_policy, is_act_smooth
 from .data import TrainingData

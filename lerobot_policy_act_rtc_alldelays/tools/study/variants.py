@@ -11,7 +11,7 @@ one or two things each in the defaults before that.
 
 from typing import Any
 
-from ..ab_compare import RTC_VARIANTS, VARIANT_DESCRIPTIONS
+from ..benchmarks.ab_compare import RTC_VARIANTS, VARIANT_DESCRIPTIONS
 
 ACT = "act"
 ACT_SMOOTH = "act_smooth"

@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from .policy_sizes import STATE_STUDY
-from .report import format_value, markdown_table, write_report
+from ..policy_sizes import STATE_STUDY
+from ..report import format_value, markdown_table, write_report
 from .step_timing import OFF, RTC_FIELDS, Clock, Settings, build_variant, time_interleaved
 
 ONE_DELAY = "one_delay"
 ATTENTIONS = ("full", "shared_observation")
 AT_MOST = 2.0  # the issue's bound on a state-only step, in one-delay steps
-# The study's shapes (tools/study: StudySettings' defaults, metaworld_state's features), written out rather
+# The study's shapes (tools/study: StudySettings' defaults, metaworld.state's features), written out rather
 # than imported so that the benchmark does not need MetaWorld; a test checks that they still agree.
 STATE_ONLY = Settings(
     backbone="resnet18",  # unused: no camera

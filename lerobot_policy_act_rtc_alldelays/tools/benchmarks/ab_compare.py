@@ -43,12 +43,12 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.processor import NormalizerProcessorStep, PolicyProcessorPipeline
 from tqdm import tqdm
 
-from ..configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
-from ..image_resize import PadToSquareResizeProcessorStep
-from .interleave import rotated
-from .policy_sizes import SMALL
-from .report import markdown_table, write_report
-from .synthetic_dataset import make_synthetic_dataset
+from ...configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
+from ...image_resize import PadToSquareResizeProcessorStep
+from ..interleave import rotated
+from ..policy_sizes import SMALL
+from ..report import markdown_table, write_report
+from ..synthetic_dataset import make_synthetic_dataset
 
 # Variant name -> its config fields. They change the loss and the attention masks, never the parameters, so
 # one seed gives every variant the same initial weights.

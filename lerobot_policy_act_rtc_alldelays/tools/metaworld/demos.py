@@ -5,17 +5,17 @@ builds), and are stored already downscaled through `pad_to_square_and_resize`, t
 preprocessor applies at evaluation: with `--policy.downscale_img_square` equal to the dataset's image size,
 training and evaluation see the same pixels. The only difference is that storage quantizes the resized
 image to uint8 (at most 0.5/255 per pixel), whereas evaluation feeds the float result. `--frame-size`
-renders smaller frames than LeRobot's 480 px, without shadows (`metaworld_frames`), at a fraction of the
+renders smaller frames than LeRobot's 480 px, without shadows (`metaworld.frames`), at a fraction of the
 cost; evaluate with the same frame size then (`act-rtc-alldelays-delay-sweep --frame-size`), not with
 `lerobot-eval`, which renders LeRobot's.
 
-Actions come in one of two spaces (`metaworld_position.ACTION_SPACES`), named in the dataset's action
+Actions come in one of two spaces (`metaworld.position.ACTION_SPACES`), named in the dataset's action
 names (`ACTION_NAMES`):
 - `position` (the default): the absolute end-effector target [target_x, target_y, target_z] (m) that the
-  expert's delta commands (`metaworld_position`), and the gripper command, as a robot arm like the
+  expert's delta commands (`metaworld.position`), and the gripper command, as a robot arm like the
   SO-101 records position targets. They are in the state's space (hand xyz, gripper opening), so train on
   them with relative actions (`--policy.predict_relative_actions=true`, the default), and evaluate with
-  each env wrapped in `metaworld_position.PositionTargets` (`act-rtc-alldelays-delay-sweep --actions
+  each env wrapped in `metaworld.position.PositionTargets` (`act-rtc-alldelays-delay-sweep --actions
   position`): plain `lerobot-eval` would execute the targets as deltas.
 - `delta`: MetaWorld's native end-effector deltas and gripper effort, clipped to the action space [-1, 1] as
   the environment clips them; they are not in the state's space, so train on them with
@@ -44,10 +44,10 @@ from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
 from lerobot.envs.metaworld import MetaworldEnv
 from tqdm import tqdm
 
-from ..image_resize import pad_to_square_and_resize
-from .dataset_writer import write_dataset
-from .metaworld_frames import frame_size_kwargs, render_frames_at
-from .metaworld_position import ACTION_SPACES, PositionTargets, check_action_space, target_of_delta
+from ...image_resize import pad_to_square_and_resize
+from ..dataset_writer import write_dataset
+from .frames import frame_size_kwargs, render_frames_at
+from .position import ACTION_SPACES, PositionTargets, check_action_space, target_of_delta
 
 DEFAULT_TASK = "button-press-topdown-v3"
 IMAGE_KEY = "observation.image"  # where LeRobot's metaworld features_map puts "pixels/top"
@@ -136,7 +136,7 @@ def with_position_targets(env: MetaworldEnv) -> PositionTargets:
 
 def make_expert_env(task: str, frame_size: int | None = None) -> MetaworldEnv:
     """LeRobot's MetaWorld env with the settings of its `--env.type=metaworld` config (pixels + agent_pos),
-    rendering `frame_size` px frames without shadows (`metaworld_frames`; None: LeRobot's 480 px), its MuJoCo
+    rendering `frame_size` px frames without shadows (`metaworld.frames`; None: LeRobot's 480 px), its MuJoCo
     env wrapped in a `RawObservationRecorder` for the expert."""
     default_to_headless_rendering()
     env = MetaworldEnv(task=task, **MetaworldEnvConfig(task=task).gym_kwargs, **frame_size_kwargs(frame_size))

@@ -20,7 +20,7 @@ Actions come in one of two spaces (`ACTION_SPACES`):
   like the SO-101 is driven by position targets. Each step the env turns the target into MetaWorld's delta
   from the hand's commanded position, clipped to [-1, 1]: the command moves toward the target by at most
   `action_scale` (1 cm) a step, as a position controller saturates, and the hand follows it (see
-  `metaworld_position`).
+  `metaworld.position`).
 - `delta`: MetaWorld's native action, end-effector deltas in [-1, 1] (what `results/metaworld_state_study*`
   ran).
 
@@ -54,8 +54,8 @@ from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
 from lerobot.envs.metaworld import MetaworldEnv
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 
-from .metaworld_demos import lerobot_mujoco_env, set_max_episode_steps
-from .metaworld_position import (
+from .demos import lerobot_mujoco_env, set_max_episode_steps
+from .position import (
     check_action_space,
     commanded_position,
     delta_to_target,
@@ -129,7 +129,7 @@ class MetaworldStateEnv(gym.Env):
 
     @property
     def commanded(self) -> np.ndarray:
-        """The hand's commanded position [3] (see `metaworld_position`)."""
+        """The hand's commanded position [3] (see `metaworld.position`)."""
         return commanded_position(self.mujoco_env)
 
     @property

@@ -5,13 +5,13 @@ delay) setting runs the same episodes (seeds `--seed`, `--seed + 1`, ...; keep t
 demonstration seeds) through LeRobot's own evaluation rollout (`lerobot.scripts.lerobot_eval.rollout`),
 with the checkpoint's processors and LeRobot's MetaWorld env: the policy sees exactly what `lerobot-eval`
 feeds it, except that `--frame-size` renders smaller frames than its 480 px, without shadows
-(`metaworld_frames`; pass the size the dataset was recorded with). `--actions` names the action space the
+(`metaworld.frames`; pass the size the dataset was recorded with). `--actions` names the action space the
 checkpoint was trained in (as `lerobot-eval` takes LIBERO's `--env.control_mode`, the env, not the
 checkpoint, says how an action is executed), the one `act-rtc-alldelays-metaworld-demos --actions`
 recorded; a checkpoint saved by `lerobot-train` names its dataset, whose action names say which, and
 another `--actions` is refused:
 
-- `position` (the default): each env is wrapped in `metaworld_position.PositionTargets`, which turns the
+- `position` (the default): each env is wrapped in `metaworld.position.PositionTargets`, which turns the
   policy's end-effector target into MetaWorld's delta from the hand's commanded position;
 - `delta`: the actions go to LeRobot's env unchanged, as in `lerobot-eval`.
 
@@ -66,10 +66,14 @@ from lerobot.scripts.lerobot_eval import rollout
 from lerobot.utils.constants import HF_LEROBOT_HOME
 from tqdm import tqdm
 
-from ..configuration_act_relative_rtc import RTC_INFERENCE_MODES
-from . import report as report_writer
-from .continuity import chunk_switch_changes, discontinuity_ratio
-from .metaworld_demos import (
+from ...configuration_act_relative_rtc import RTC_INFERENCE_MODES
+from .. import report as report_writer
+from ..continuity import chunk_switch_changes, discontinuity_ratio
+from ..report import format_value, markdown_table
+from ..study.evaluation import eval_settings, evaluated_policy
+from ..study.settings import TEMPORAL_ENSEMBLE
+from ..study.variants import ACT
+from .demos import (
     ACTION_NAMES,
     DEFAULT_TASK,
     default_to_headless_rendering,
@@ -77,12 +81,8 @@ from .metaworld_demos import (
     set_max_episode_steps,
     with_position_targets,
 )
-from .metaworld_frames import LEROBOT_FRAME_SIZE, frame_size_kwargs, render_frames_at
-from .metaworld_position import ACTION_SPACES, check_action_space
-from .report import format_value, markdown_table
-from .study.evaluation import eval_settings, evaluated_policy
-from .study.settings import TEMPORAL_ENSEMBLE
-from .study.variants import ACT
+from .frames import LEROBOT_FRAME_SIZE, frame_size_kwargs, render_frames_at
+from .position import ACTION_SPACES, check_action_space
 
 DEFAULT_EVAL_SEED = 100_000  # far from the demonstration seeds (0, 1, ...)
 
@@ -230,7 +230,7 @@ def make_sweep_env(
     """One env of `env_cfg`'s task in a vector env, for `rollout`. LeRobot's `make_env` builds it, in 0.4.4
     and 0.6.1 alike, with `create_metaworld_envs(..., env_cls=SyncVectorEnv)`; this calls that factory the
     same way, except that the `env_cls` hook makes each env render `frame_size` px frames without shadows
-    (`metaworld_frames`; None: LeRobot's 480 px) and, under position targets, wraps it in
+    (`metaworld.frames`; None: LeRobot's 480 px) and, under position targets, wraps it in
     `PositionTargets`."""
     check_action_space(actions)
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..policy_sizes import DESIGN_NOTE, SMALL
+from ..report import format_value, markdown_table, write_report
 from .benchmark_delays import run_delays_per_sample
-from .policy_sizes import DESIGN_NOTE, SMALL
-from .report import format_value, markdown_table, write_report
 from .step_timing import (
     ACT,
     OFF,
@@ -158,8 +158,8 @@ def cpu_memory(name: str, settings: Settings) -> dict[str, float | None]:
         return NO_MEMORY
     code = (
         "import json\n"
-        "from lerobot_policy_act_rtc_alldelays.tools.benchmark import cpu_memory_in_this_process\n"
-        "from lerobot_policy_act_rtc_alldelays.tools.step_timing import Settings\n"
+        "from lerobot_policy_act_rtc_alldelays.tools.benchmarks.benchmark import cpu_memory_in_this_process\n"
+        "from lerobot_policy_act_rtc_alldelays.tools.benchmarks.step_timing import Settings\n"
         f"print(json.dumps(cpu_memory_in_this_process({name!r}, Settings(**{asdict(settings)!r}))))"
     )
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}

@@ -1,9 +1,9 @@
 """The MetaWorld main job: LeRobot's ACT and this policy on a camera, and what an inference delay costs each.
 
-1. Records `--episodes` successful expert episodes of `--task` at `--image-size` px (`metaworld_demos`),
+1. Records `--episodes` successful expert episodes of `--task` at `--image-size` px (`metaworld.demos`),
    with actions in the `--actions` space: end-effector position targets by default, as a robot arm like the
    SO-101 is driven; `--actions delta` records MetaWorld's native deltas. Frames are rendered at the image
-   size without shadows (`metaworld_frames`): at LeRobot's 480 px frames, rendering alone would take longer
+   size without shadows (`metaworld.frames`): at LeRobot's 480 px frames, rendering alone would take longer
    than the whole job.
    The default task is the one where the task scan (results/position_task_scan) found plain chunking losing
    most at the longest delay (LeRobot's ACT on state: 0.91 at delay 0, 0.76 at delay 8).
@@ -57,18 +57,18 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.policies.act.configuration_act import ACTConfig
 from lerobot.policies.act.modeling_act import ACTPolicy
 
-from ..modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
-from . import report as report_writer
+from ...modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
+from .. import report as report_writer
+from ..policy_sizes import SMALL, cli_args
+from ..report import format_value, markdown_table
+from ..study.evaluation import eval_settings
+from ..study.settings import TEMPORAL_ENSEMBLE
+from ..study.statistics import cell_rng_seed, seed_bootstrap_interval, wilson_interval
+from ..study.units import write_json_atomically
+from ..study.variants import ACT, DEFAULT
 from .delay_sweep import DEFAULT_EVAL_SEED, parse_delays, run_sweep
-from .metaworld_demos import make_metaworld_dataset
-from .metaworld_position import ACTION_SPACES
-from .policy_sizes import SMALL, cli_args
-from .report import format_value, markdown_table
-from .study.evaluation import eval_settings
-from .study.settings import TEMPORAL_ENSEMBLE
-from .study.statistics import cell_rng_seed, seed_bootstrap_interval, wilson_interval
-from .study.units import write_json_atomically
-from .study.variants import ACT, DEFAULT
+from .demos import make_metaworld_dataset
+from .position import ACTION_SPACES
 
 MAIN_JOB_TASK = "handle-pull-v3"
 POLICY_TYPES = (ACTPolicy.name, ACTRelativeRTCAllDelaysPolicy.name)

@@ -33,10 +33,10 @@ from lerobot.policies.factory import get_policy_class
 from lerobot.utils.constants import ACTION
 from torch import Tensor
 
-from ..attention import use_masked_attention
-from ..inference_inputs import model_image_size
-from .interleave import rotated
-from .report import markdown_table, write_report
+from ...attention import use_masked_attention
+from ...inference_inputs import model_image_size
+from ..interleave import rotated
+from ..report import markdown_table, write_report
 
 THIS_POLICY, ACT, ACT_NO_WEIGHTS = "this_policy", "lerobot_act", "lerobot_act_need_weights_false"
 VARIANTS = (THIS_POLICY, ACT, ACT_NO_WEIGHTS)

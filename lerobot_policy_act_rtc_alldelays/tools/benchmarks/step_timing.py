@@ -16,11 +16,11 @@ from lerobot.policies.act.modeling_act import ACTPolicy
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 from torch import Tensor, nn
 
-from ..configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
-from ..modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
-from .interleave import rotated
-from .policy_sizes import DESIGN_NOTE
-from .synthetic_dataset import IMAGE_KEY
+from ...configuration_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysConfig
+from ...modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
+from ..interleave import rotated
+from ..policy_sizes import DESIGN_NOTE
+from ..synthetic_dataset import IMAGE_KEY
 
 ON, SHARED, OFF, ACT = "all_delays_on", "all_delays_shared_obs", "all_delays_off", "lerobot_act"
 # The config fields that make each variant of this policy: all delays by batch expansion, all delays by
