@@ -63,6 +63,27 @@ class ACTRelativeRTCAllDelaysPolicy(ACTRelativeRTCPolicy):
     name = "act_relative_rtc_alldelays"
     model_class = ACTRelativeRTCAllDelays
 
+    def __init__(self, config: ACTRelativeRTCAllDelaysConfig, dataset_meta=None, **kwargs):
+        super().__init__(config, dataset_meta, **kwargs)
+        # [D] loss weight of each delay, on the policy's device; derived from the config, not saved.
+        self.register_buffer("delay_loss_weight", self.configured_delay_loss_weights(), persistent=False)
+
+    def configured_delay_loss_weights(self) -> Tensor:
+        config = self.config
+        return delay_loss_weights(
+            config.n_delays, config.rtc_delay0_loss_share, config.rtc_delay_loss_weights
+        )
+
+    @classmethod
+    def _load_as_safetensor(
+        cls, model: "ACTRelativeRTCAllDelaysPolicy", model_file: str, map_location: str, strict: bool
+    ) -> "ACTRelativeRTCAllDelaysPolicy":
+        """The base's loading, after which the delay weights follow the config as loaded: a checkpoint of an
+        earlier release trains on with the share it was saved under."""
+        model = super()._load_as_safetensor(model, model_file, map_location, strict)
+        model.delay_loss_weight.copy_(model.configured_delay_loss_weights())
+        return model
+
     def forward(
         self, batch: dict[str, Tensor], reduction: str = "mean", delays: Tensor | None = None
     ) -> tuple[Tensor, dict[str, float]]:
@@ -89,11 +110,7 @@ class ACTRelativeRTCAllDelaysPolicy(ACTRelativeRTCPolicy):
         )
 
         l1_per_delay = masked_l1(predicted, targets, targets_is_pad, self.action_loss_weight)  # [B, K]
-        # Read from the config at each step: loading a checkpoint of an earlier release may change the share.
-        weights = delay_loss_weights(
-            config.n_delays, config.rtc_delay0_loss_share, config.rtc_delay_loss_weights
-        )  # [D]
-        per_sample = (l1_per_delay * weights.to(l1_per_delay)[drawn]).mean(dim=1)  # [B]
+        per_sample = (l1_per_delay * self.delay_loss_weight[drawn]).mean(dim=1)  # [B]
         loss_dict = {"l1_loss": per_sample.mean().item()}
         loss_dict.update(per_delay_means(l1_per_delay, drawn, config.n_delays))
         if mu is not None:

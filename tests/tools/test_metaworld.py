@@ -35,6 +35,7 @@ from lerobot_policy_act_rtc_alldelays.tools.metaworld.delay_sweep import (  # no
     discontinuity_ratio,
     make_sweep_env,
     run_sweep,
+    sweep_markdown,
     valid_delays,
     write_report,
 )
@@ -247,6 +248,18 @@ def test_delay_sweep_writes_both_measures_per_mode_and_delay(tiny_checkpoint, tm
     assert (tmp_path / "delay_sweep.png").stat().st_size > 0
 
 
+def test_delay_sweep_runs_the_same_weights_with_the_blend_it_is_given(tiny_checkpoint):
+    settings = dict(n_episodes=1, max_steps=6, modes=["discard"], delays=[0])
+    as_saved = run_sweep(tiny_checkpoint, **settings)
+    unblended = run_sweep(tiny_checkpoint, **settings, blend_steps=0)
+    # chunk_size 4, n_action_steps 2: the default blends half of the overlap of 2, one step.
+    assert (as_saved["blend_steps"], unblended["blend_steps"]) == (1, 0)
+    assert as_saved["results"][0]["discontinuity"] != unblended["results"][0]["discontinuity"]
+    assert "blend_steps 0" in sweep_markdown(unblended)
+    with pytest.raises(ValueError, match=r"`rtc_blend_steps` \(3\) exceeds `n_action_steps` \(2\)"):
+        run_sweep(tiny_checkpoint, **settings, blend_steps=3)
+
+
 def test_main_job_overrides_replace_the_lerobot_train_defaults(demo_dataset, tmp_path):
     overrides = ["--steps=10", "--policy.dim_model=64"]
     arguments = train_arguments(POLICY_TYPES[1], demo_dataset, tmp_path / "train", IMAGE_SIZE, overrides)
@@ -407,6 +420,11 @@ def train(work_dir, argv, policy_type=POLICY_TYPES[0], seed=1000):
     args, overrides = parse_arguments(["--work-dir", str(work_dir), *argv])
     checkpoint = trained_checkpoint(policy_type, seed, FAKE_DATASET, args, overrides, "[2/4]")
     return json.loads((checkpoint / "train_config.json").read_text())["steps"]
+
+
+def test_delay_sweep_refuses_a_blend_for_lerobots_act(tiny_act_checkpoint):
+    with pytest.raises(ValueError, match="LeRobot's ACT has none"):
+        run_sweep(tiny_act_checkpoint, n_episodes=1, max_steps=5, frame_size=IMAGE_SIZE, blend_steps=0)
 
 
 def test_main_job_retrains_a_checkpoint_trained_with_other_lerobot_train_arguments(

@@ -8,7 +8,7 @@ from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
-from lerobot_policy_act_rtc_alldelays.tools.prefix_reliance import partner_frames, prefix_reliance
+from lerobot_policy_act_rtc_alldelays.tools.study.prefix_reliance import partner_frames, prefix_reliance
 
 ENV_DIM = 6
 EPISODE_LENGTHS = (12, 9, 15)

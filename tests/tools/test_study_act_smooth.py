@@ -19,8 +19,15 @@ from lerobot_policy_act_rtc_alldelays.tools.study.act_smooth import (  # noqa: E
     CommittedPrefixChunking,
     hold_action,
 )
+from lerobot_policy_act_rtc_alldelays.tools.study.evaluation import eval_settings  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.runner import run_study  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.settings import quick_settings  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.training import policy_config  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.variants import (  # noqa: E402
+    ACT_SMOOTH,
+    ACT_SMOOTH_TUNED,
+    ACT_SMOOTH_TUNED_LR,
+)
 
 N_ACTION_STEPS, CHUNK_SIZE, ACTION_DIM = 4, 8, 2
 
@@ -117,3 +124,14 @@ def test_the_quick_study_trains_act_smooth_and_reports_it_beside_act(tmp_path):
     # The prefix-reliance diagnostic reads this policy's prefix inputs: none for the peer.
     reliance = json.loads((tmp_path / "prefix_reliance.json").read_text())
     assert reliance and not any(r["variant"] == "act_smooth" for r in reliance)
+
+
+def test_act_smooth_tuned_trains_at_its_own_learning_rate_and_act_smooth_at_the_studys(tmp_path):
+    pytest.importorskip(act_smooth.ACT_SMOOTH_MODULE)
+    settings = quick_settings(tmp_path)
+    study_recipe = policy_config(ACT_SMOOTH, settings)
+    tuned = policy_config(ACT_SMOOTH_TUNED, settings)
+    assert (study_recipe.optimizer_lr, study_recipe.optimizer_lr_backbone) == (settings.lr, settings.lr)
+    assert (tuned.optimizer_lr, tuned.optimizer_lr_backbone) == (ACT_SMOOTH_TUNED_LR, ACT_SMOOTH_TUNED_LR)
+    assert ACT_SMOOTH_TUNED_LR != settings.lr
+    assert eval_settings(ACT_SMOOTH_TUNED, [0, 4]) == eval_settings(ACT_SMOOTH, [0, 4])

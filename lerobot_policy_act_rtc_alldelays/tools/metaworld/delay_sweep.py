@@ -41,6 +41,7 @@ one line per mode) to `--output-dir`.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -282,6 +283,18 @@ def check_trained_actions(checkpoint: Path, actions: str) -> None:
     )
 
 
+def with_blend_steps(config: PreTrainedConfig, blend_steps: int | None) -> PreTrainedConfig:
+    """`config` with `rtc_blend_steps=blend_steps`, checked by the config's own rules (None: unchanged)."""
+    if blend_steps is None:
+        return config
+    if isinstance(config, ACTConfig):
+        raise ValueError(
+            "--blend-steps sets this policy's rtc_blend_steps; LeRobot's ACT has none (its 'blend' mode "
+            "blends with the steps this policy's default gives its chunking): leave --blend-steps out."
+        )
+    return dataclasses.replace(config, rtc_blend_steps=blend_steps)
+
+
 def check_frame_size(config: PreTrainedConfig, frame_size: int | None) -> None:
     """Refuses to feed LeRobot's ACT frames of another size than its training images: it does not resize
     them (this policy does, to its `downscale_img_square`)."""
@@ -308,16 +321,19 @@ def run_sweep(
     device: str = "cpu",
     actions: str = "position",
     frame_size: int | None = None,
+    blend_steps: int | None = None,
 ) -> dict[str, Any]:
     """Evaluates `checkpoint` (this policy's or LeRobot's ACT's), trained on `actions` (`ACTION_SPACES`),
     at every valid (mode, delay), on `frame_size` px frames (None: LeRobot's 480). `modes` restricts the
     modes (default: every mode the policy runs, `sweep_modes`), `delays` the candidate delays (default:
-    every delay each mode accepts). Returns the JSON-ready report."""
+    every delay each mode accepts). `blend_steps` runs this policy with that `rtc_blend_steps` instead of
+    the checkpoint's (blending acts at inference only, so the same weights show what it does). Returns the
+    JSON-ready report."""
     check_action_space(actions)
     check_trained_actions(Path(checkpoint), actions)
     checkpoint = str(checkpoint)
     env_cfg = MetaworldEnvConfig(task=task)
-    policy_cfg = PreTrainedConfig.from_pretrained(checkpoint)
+    policy_cfg = with_blend_steps(PreTrainedConfig.from_pretrained(checkpoint), blend_steps)
     policy_cfg.pretrained_path = checkpoint
     policy_cfg.device = device
     if getattr(policy_cfg, "temporal_ensemble_coeff", None) is not None:
@@ -376,6 +392,7 @@ def run_sweep(
         "chunk_size": config.chunk_size,
         "n_action_steps": config.n_action_steps,
         "rtc_max_delay": getattr(config, "rtc_max_delay", None),  # LeRobot's ACT trains no delay
+        "blend_steps": getattr(config, "blend_steps", None),  # None for LeRobot's ACT, which has none
         "results": [asdict(r) for r in results],
     }
 
@@ -388,13 +405,14 @@ def format_setting(result: SettingResult) -> str:
 
 
 def sweep_markdown(report: dict[str, Any]) -> str:
-    max_delay = report["rtc_max_delay"]
+    max_delay, blend_steps = report["rtc_max_delay"], report.get("blend_steps")
     header = (
         f"Delay sweep of `{report['checkpoint']}` ({report['policy']}) on `{report['task']}` "
         f"({report['actions']} actions, {report['frame_size']} px frames): {len(report['seeds'])} episodes "
         f"per setting (seeds {report['seeds'][0]}..{report['seeds'][-1]}, at most {report['max_steps']} "
         f"steps), chunk_size {report['chunk_size']}, n_action_steps {report['n_action_steps']}"
-        f"{'' if max_delay is None else f', rtc_max_delay {max_delay}'}."
+        f"{'' if max_delay is None else f', rtc_max_delay {max_delay}'}"
+        f"{'' if blend_steps is None else f', blend_steps {blend_steps}'}."
     )
     meaning = (
         "Discontinuity = mean action jump at chunk switches / mean step-to-step change inside chunks "
@@ -502,6 +520,12 @@ def main(argv: list[str] | None = None) -> None:
         help="render frames of this side, without shadows (default: LeRobot's 480 px): the dataset's "
         "--frame-size; LeRobot's ACT needs its training image size",
     )
+    parser.add_argument(
+        "--blend-steps",
+        type=int,
+        default=None,
+        help="this policy's rtc_blend_steps for the sweep instead of the checkpoint's (0: no blending)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("delay_sweep_out"))
     args = parser.parse_args(argv)
     report = run_sweep(
@@ -515,6 +539,7 @@ def main(argv: list[str] | None = None) -> None:
         args.device,
         args.actions,
         args.frame_size,
+        args.blend_steps,
     )
     print(write_report(report, args.output_dir))
     print(f"Wrote delay_sweep.json, .md and .png to {args.output_dir}")

@@ -26,7 +26,7 @@ from .act_smooth import CommittedPrefixChunking, hold_action
 from .data import TrainingData
 from .settings import ACT_BLEND_MODE, TEMPORAL_ENSEMBLE, StudySettings
 from .training import Trainer
-from .variants import ACT, ACT_SMOOTH
+from .variants import ACT, ACT_SMOOTH_VARIANTS
 
 TEMPORAL_ENSEMBLE_COEFF = 0.01  # ACT's published value
 
@@ -111,7 +111,7 @@ def eval_settings(variant: str, delays: Sequence[int]) -> list[tuple[str, int]]:
     if variant == ACT:
         plain = [("discard", d) for d in delays]
         return [(TEMPORAL_ENSEMBLE, 0), *plain, *[(ACT_BLEND_MODE, d) for d in delays]]
-    if variant == ACT_SMOOTH:
+    if variant in ACT_SMOOTH_VARIANTS:
         return [("prefix", d) for d in delays]
     return [("prefix", d) for d in delays] + [("discard", d) for d in delays if d > 0]
 
@@ -195,7 +195,7 @@ def evaluate_model(
     """Every (mode, delay) of the trained model on the same env seeds."""
     records = []
     for mode, delay in eval_settings(trainer.variant, settings.delays):
-        if trainer.variant == ACT_SMOOTH:
+        if trainer.variant in ACT_SMOOTH_VARIANTS:
             policy = CommittedPrefixChunking(
                 trainer.policy, delay, settings.n_action_steps, hold_action(data.stats, data.demos)
             )

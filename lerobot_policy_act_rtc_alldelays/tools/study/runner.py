@@ -17,7 +17,8 @@ training from scratch). The variants are named config overrides (`variants.py`):
   `delay0_weight`: the shipped defaults with blending at the join, with both, or with delay 0 weighted as
   all other delays together in the loss (probes of the joins).
 - `default`: the package's shipped config defaults, whatever they are at run time.
-- `act_smooth`: ACTSmooth, the peer plugin (the `peers` extra), on its committed prefix (`act_smooth`).
+- `act_smooth`: ACTSmooth, the peer plugin (the `peers` extra), on its committed prefix (`act_smooth`), at
+  the study's learning rate; `act_smooth_tuned`: the same at its own learning rate (`variants`).
 
 The RTC variants are evaluated in both `prefix` and `discard` mode (`rtc_inference_mode`). At delay 0 a new
 chunk is requested only once the previous one is used up, so both modes run the same code and one
@@ -72,10 +73,10 @@ from lerobot.envs.factory import make_env_pre_post_processors
 
 from ..metaworld.state import record_demos
 from ..policy_sizes import STATE_STUDY
-from ..prefix_reliance import prefix_reliance
 from .act_smooth import is_act_smooth
 from .data import TrainingData, demo_stats
 from .evaluation import evaluate_model, make_vector_env
+from .prefix_reliance import prefix_reliance
 from .report import write_outputs
 from .settings import DEMO_MAX_STEPS, StudySettings
 from .training import Trainer, calibrate, equal_time_steps

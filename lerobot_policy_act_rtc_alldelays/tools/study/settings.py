@@ -8,7 +8,7 @@ from typing import Any
 from ..metaworld.position import ACTION_SPACES, check_action_space
 from ..metaworld.state import DEMO_CONDITIONS
 from .act_smooth import require_act_smooth
-from .variants import ACT_SMOOTH, DEFAULT, DEFAULT_VARIANTS, VARIANTS
+from .variants import ACT_SMOOTH_VARIANTS, DEFAULT, DEFAULT_VARIANTS, VARIANTS
 
 # Equal wall-clock = the time the reference variant needs for the equal-steps run: the first of these in
 # the study, unless `time_reference` names another.
@@ -82,13 +82,13 @@ class StudySettings:
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"Unknown variants {unknown}: choose among {list(VARIANTS)}.")
-        if ACT_SMOOTH in self.variants:
+        if set(ACT_SMOOTH_VARIANTS) & set(self.variants):
             require_act_smooth()
             if self.actions != "position":
                 raise ValueError(
-                    "The act_smooth variant runs under position targets only (its first committed action "
+                    "The act_smooth variants run under position targets only (their first committed action "
                     f"holds the hand where it is), got --actions {self.actions}. Pass --actions position or "
-                    "leave act_smooth out of --variants."
+                    "leave them out of --variants."
                 )
         if self.equal_time and self.reference not in self.variants:
             raise ValueError(

@@ -24,7 +24,7 @@ from ..policy_sizes import STATE_STUDY
 from .act_smooth import act_smooth_config, act_smooth_policy, is_act_smooth
 from .data import TrainingData
 from .settings import StudySettings
-from .variants import ACT, ACT_SMOOTH, PEERS, variant_overrides
+from .variants import ACT, ACT_SMOOTH_VARIANTS, PEERS, peer_overrides, variant_overrides
 
 # (budget, its nominal steps): the labels of a trained model's rows; equal_time's nominal steps are those of
 # the reference run whose time it shares.
@@ -63,8 +63,8 @@ def policy_config(variant: str, settings: StudySettings) -> PreTrainedConfig:
     )
     if variant == ACT:
         return ACTConfig(**shared)
-    if variant == ACT_SMOOTH:
-        return act_smooth_config(shared, settings.rtc_max_delay)
+    if variant in ACT_SMOOTH_VARIANTS:
+        return act_smooth_config({**shared, **peer_overrides(variant)}, settings.rtc_max_delay)
     overrides = {k: v for k, v in variant_overrides(variant).items() if k != "predict_relative_actions"}
     return ACTRelativeRTCAllDelaysConfig(
         **{**shared, **overrides}, rtc_max_delay=settings.rtc_max_delay, predict_relative_actions=relative

@@ -22,7 +22,7 @@ import torch
 from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor
 
-from ..modeling_act_relative_rtc import ACTRelativeRTCPolicy
+from ...modeling_act_relative_rtc import ACTRelativeRTCPolicy
 
 DIAGNOSTIC_FRAMES = 256  # a few hundred frames: seconds for a study-sized model
 
