@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from lerobot.configs.policies import PreTrainedConfig
-from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 from lerobot.policies.act.modeling_act import ACTPolicy
 from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 from lerobot.policies.pretrained import PreTrainedPolicy
@@ -67,7 +67,7 @@ def load_checkpoint(checkpoint: str | Path) -> tuple[PreTrainedPolicy, Callable,
 
 def action_windows(repo_id: str, root: str | Path | None, length: int) -> LeRobotDataset:
     """The dataset with each frame's next `length` actions (`ACTION` [length, A] and `ACTION_IS_PAD`)."""
-    fps = LeRobotDataset(repo_id, root=root).fps
+    fps = LeRobotDatasetMetadata(repo_id, root=root).fps
     return LeRobotDataset(repo_id, root=root, delta_timestamps={ACTION: [i / fps for i in range(length)]})
 
 
