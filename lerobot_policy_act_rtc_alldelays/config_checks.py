@@ -10,6 +10,7 @@ from lerobot.configs.types import NormalizationMode
 
 RTC_INFERENCE_MODES = ("prefix", "discard")
 RTC_PREFIX_ATTENTIONS = ("full", "shared_observation")
+RELATIVE_ANCHORS = ("state", "last_action")
 
 
 def validate_config(config: Any) -> None:
@@ -46,6 +47,7 @@ def validate_config(config: Any) -> None:
             "`rtc_prefix_attention=shared_observation` separates the observation from per-delay tokens, "
             "but with `rtc_max_delay=0` and no VAE there are none: use `rtc_prefix_attention=full`."
         )
+    validate_relative_anchor(config)
     if config.predict_relative_actions:
         for feature_type in ("STATE", "ACTION"):
             mode = config.normalization_mapping.get(feature_type, NormalizationMode.IDENTITY)
@@ -55,6 +57,20 @@ def validate_config(config: Any) -> None:
                     f"from raw states and actions, so `normalization_mapping['{feature_type}']` must be "
                     f"IDENTITY, got {mode}."
                 )
+
+
+def validate_relative_anchor(config: Any) -> None:
+    """`relative_anchor` is one of `RELATIVE_ANCHORS`, and an action anchor comes with relative actions."""
+    if config.relative_anchor not in RELATIVE_ANCHORS:
+        raise ValueError(
+            f"`relative_anchor` must be one of {RELATIVE_ANCHORS}, got '{config.relative_anchor}'."
+        )
+    if config.relative_anchor == "last_action" and not config.predict_relative_actions:
+        raise ValueError(
+            "`relative_anchor=last_action` measures relative actions from the last commanded action, but "
+            "`predict_relative_actions=false` predicts absolute actions. Set "
+            "`--policy.predict_relative_actions=true`, or leave `relative_anchor` at 'state'."
+        )
 
 
 def validate_chunking(config: Any) -> None:

@@ -41,6 +41,15 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             from the training windows. Requires the action and the state to have the same dimension. (Not
             named `use_relative_actions`: LeRobot 0.6's `lerobot-train` reads that name from any policy config
             to switch on its own relative-action processor steps.)
+        relative_anchor: What relative actions are measured from. "state" (the default):
+            `observation.state[t]`. "last_action": the action commanded just before the observation, as
+            ACTSmooth does; in training the dataset's action at `first_action_index - 1` (the state at an
+            episode's first frame, which has none), at inference the last action `select_action` returned
+            (LeRobot 0.6's runtime: the action before its left-over), the state before an episode's first
+            chunk. The idea: a robot's commands lead its measured state, and from the last command a prefix of
+            commands reads the same in closed loop as in the demonstrations whatever the tracking lag.
+            Measured (results/position_study_prefix_probes) it fails in closed loop, errors adding up from
+            chunk to chunk: keep "state" unless reproducing that probe.
         action_loss_weights: Optional L1 weight per action dimension, keyed by the dataset's action feature
             names (for instance `{"gripper.pos": 2.0}`); finite and non-negative. Unnamed dimensions keep
             weight 1.
@@ -112,6 +121,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     rtc_max_delay: int = 3
     first_action_index: int = 0
     predict_relative_actions: bool = True
+    relative_anchor: str = "state"
     action_loss_weights: dict[str, float] | None = None
     downscale_img_square: int | None = None
     rtc_inference_delay: int = 0
@@ -251,9 +261,16 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             offset  k            k+d                         k+d+chunk_size        k+W
                     [ prefix (d) | targets (chunk_size)       | rest (max_delay-d) ]
 
-        The prefix is what executes while inference runs; the targets are the chunk that follows it.
+        The prefix is what executes while inference runs; the targets are the chunk that follows it. With
+        `relative_anchor=last_action` the anchor's offset k-1 comes first (W + 1 offsets).
         """
-        return list(range(self.first_action_index, self.first_action_index + self.action_window_size))
+        window = list(range(self.first_action_index, self.first_action_index + self.action_window_size))
+        return [self.first_action_index - 1, *window] if self.anchors_on_last_action else window
+
+    @property
+    def anchors_on_last_action(self) -> bool:
+        """Whether relative actions are measured from the last commanded action (`relative_anchor`)."""
+        return self.predict_relative_actions and self.relative_anchor == "last_action"
 
     @property
     def reward_delta_indices(self) -> None:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .relative_actions import (
     compute_relative_action_stats,
     compute_state_stats,
+    last_action_origins,
     read_dataset_columns,
     refuse_non_finite_columns,
     stats_fingerprint,
@@ -70,15 +71,18 @@ def init_from_columns(policy: nn.Module, columns: dict[str, np.ndarray]) -> None
     every frame's `episode_index`, `observation.state` and `action` ([N] and [N, dim] arrays, frames in
     dataset order, episodes contiguous): what `init_from_dataset` reads from a dataset's parquet files, or
     what a tool has in memory."""
+    config = policy.config
     stats_columns = [columns[k] for k in ("episode_index", OBS_STATE, ACTION) if k in columns]
-    policy.stats_fingerprint.copy_(stats_fingerprint(stats_columns, policy.config.action_delta_indices))
-    if policy.config.predict_relative_actions:
-        mean, std = compute_relative_action_stats(
-            columns["episode_index"],
-            columns[OBS_STATE],
-            columns[ACTION],
-            policy.config.action_delta_indices,
-        )
+    # The offsets name the anchor too (`relative_anchor=last_action` adds first_action_index - 1).
+    policy.stats_fingerprint.copy_(stats_fingerprint(stats_columns, config.action_delta_indices))
+    if config.predict_relative_actions:
+        episode_index, state, action = columns["episode_index"], columns[OBS_STATE], columns[ACTION]
+        offsets = config.action_delta_indices
+        origin = state
+        if config.anchors_on_last_action:
+            origin = last_action_origins(episode_index, state, action, offsets[0])
+            offsets = offsets[1:]  # the window past its anchor
+        mean, std = compute_relative_action_stats(episode_index, origin, action, offsets)
         policy.relative_action_normalizer.set_stats(mean, std)
     if hasattr(policy, "state_normalizer"):
         policy.state_normalizer.set_stats(*compute_state_stats(columns[OBS_STATE]))

@@ -222,3 +222,17 @@ def check_action_prefix(
             "action_prefix holds NaN or inf values: pass the finite actions that execute while "
             "inference runs."
         )
+
+
+def check_last_action(config: ACTRelativeRTCConfig, last_action: Tensor | None, batch_size: int) -> None:
+    """Refuses a `last_action` that is not [B, A] finite actions."""
+    if last_action is None:
+        return
+    action_dim = config.action_feature.shape[0]
+    if tuple(last_action.shape) != (batch_size, action_dim):
+        raise ValueError(
+            f"last_action must be [batch, action_dim] = [{batch_size}, {action_dim}] (the action commanded "
+            f"just before this observation, one per observation), got shape {tuple(last_action.shape)}."
+        )
+    if not torch.isfinite(last_action).all():
+        raise ValueError("last_action holds NaN or inf values: pass the finite action last commanded.")

@@ -35,7 +35,7 @@ from lerobot.policies.act.modeling_act import (
     create_sinusoidal_pos_embedding,
 )
 from lerobot.policies.pretrained import PreTrainedPolicy
-from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
+from lerobot.utils.constants import OBS_ENV_STATE, OBS_STATE
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -54,18 +54,22 @@ from .delays import delay_windows, repeat_per_delay
 from .inference_inputs import (
     check_action_prefix,
     check_inference_setting,
+    check_last_action,
     model_observation,
     observation_batch_size,
 )
 from .losses import kl_divergence, masked_l1, reduce_loss
 from .model_card import add_plugin_section
-from .relative_actions import RelativeActionNormalizer, StateNormalizer
+from .relative_actions import (
+    RelativeActionNormalizer,
+    StateNormalizer,
+    action_window,
+    inference_origin,
+)
 from .rtc_runtime import RTCRuntimeAdapter
 
 # The state token's input projection: a checkpoint without it predates the state token.
 STATE_TOKEN_WEIGHT = "model.encoder_robot_state_input_proj.weight"
-# LeRobot's dataset names the padding mask of a key's window "<key>_is_pad"; no constant exists for it.
-ACTION_IS_PAD = f"{ACTION}_is_pad"
 
 
 class ACTRelativeRTC(nn.Module):
@@ -367,24 +371,27 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             self.temporal_ensembler.reset()
         self._action_queue: deque[Tensor] = deque()
         self._n_selected_actions = 0  # select_action calls since reset: the steps of `on_chunk_start`
+        # The action returned last [B, A]: the origin of the next chunk with `relative_anchor=last_action`.
+        self._last_action: Tensor | None = None
         # The last chunk's predictions past its queued actions [B, T, A], for the steps that follow them:
         # what the next chunk is blended with (`rtc_blend_steps`). None: the episode's first chunk is next.
         self._unqueued_tail: Tensor | None = None
         self.rtc_runtime.reset()
 
     # ---- action spaces -------------------------------------------------------------------------------
-    def to_model_space(self, actions: Tensor, state: Tensor) -> Tensor:
-        """Absolute actions [B, T, A], as the preprocessor outputs them -> the model's prediction space."""
+    def to_model_space(self, actions: Tensor, origin: Tensor | None) -> Tensor:
+        """Absolute actions [B, T, A], as the preprocessor outputs them -> the model's prediction space.
+        `origin` [B, A]: what relative actions are measured from (`relative_anchor`); unused without them."""
         if not self.config.predict_relative_actions:
             return actions
         self.relative_action_normalizer.check_stats()
-        return self.relative_action_normalizer.normalize(actions, state)
+        return self.relative_action_normalizer.normalize(actions, origin)
 
-    def to_action_space(self, model_actions: Tensor, state: Tensor) -> Tensor:
+    def to_action_space(self, model_actions: Tensor, origin: Tensor | None) -> Tensor:
         """Inverse of `to_model_space`: model outputs [B, T, A] -> absolute actions for the postprocessor."""
         if not self.config.predict_relative_actions:
             return model_actions
-        return self.relative_action_normalizer.unnormalize(model_actions, state)
+        return self.relative_action_normalizer.unnormalize(model_actions, origin)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Loads a checkpoint, also one saved before the state token existed: such weights were trained
@@ -425,19 +432,8 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
 
     def _training_window(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """The action window in model space [B, W, A] and its padding mask [B, W]."""
-        window = batch[ACTION]
-        expected = self.config.action_window_size
-        if window.ndim != 3 or window.shape[1] != expected:
-            raise ValueError(
-                f"'{ACTION}' must be a window of rtc_max_delay + chunk_size = {expected} actions per sample "
-                f"([batch, {expected}, action_dim]), got shape {tuple(window.shape)}. Load the dataset with "
-                "`delta_timestamps` from this config's `action_delta_indices` (a dataset cached with "
-                "another chunk_size or rtc_max_delay returns other windows)."
-            )
-        window_is_pad = batch.get(ACTION_IS_PAD)
-        if window_is_pad is None:
-            window_is_pad = torch.zeros(window.shape[:2], dtype=torch.bool, device=window.device)
-        return self.to_model_space(window, batch.get(OBS_STATE)), window_is_pad
+        window, window_is_pad, origin = action_window(self.config, batch)
+        return self.to_model_space(window, origin), window_is_pad
 
     # ---- training ------------------------------------------------------------------------------------
     def forward(
@@ -450,8 +446,9 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             `observation.images.<camera>` [B, 3, H, W] for every camera of the config;
             `observation.environment_state` [B, E] if the config has one;
             `observation.state` [B, A], raw (the origin of the relative actions), when they are on;
-            `action` [B, W, A], raw with relative actions on and normalized otherwise, the window of
-                `action_delta_indices` (see the config);
+            `action` [B, W, A] ([B, W + 1, A], the anchor first, with `relative_anchor=last_action`), raw
+                with relative actions on and normalized otherwise, the window of `action_delta_indices`
+                (see the config);
             `action_is_pad` [B, W], optional: True where LeRobot padded the window past the episode.
         """
         window, window_is_pad = self._training_window(batch)
@@ -486,6 +483,7 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         batch: dict[str, Tensor],
         delay: int = 0,
         action_prefix: Tensor | None = None,
+        last_action: Tensor | None = None,
         *,
         inference_delay: int | None = None,
         prev_chunk_left_over: Tensor | None = None,
@@ -508,6 +506,10 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
                 `inference_inputs.model_observation`).
             delay: number of actions that execute while this inference runs (0..rtc_max_delay).
             action_prefix: those actions, [B, delay, A], in the space above. Required iff delay > 0.
+            last_action: with `relative_anchor=last_action`, the action commanded just before the
+                observation [B, A], in the space above (`select_action` passes the last one it returned);
+                None before an episode's first chunk, which is then measured from the state. Other
+                anchors do not read it.
             inference_delay, prev_chunk_left_over: the call of LeRobot 0.6's real-time chunking runtime
                 (`lerobot-rollout --inference.type=rtc`); see `rtc_runtime.RTCRuntimeAdapter.predict`.
         """
@@ -516,11 +518,14 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         self.eval()
         batch_size = observation_batch_size(self.config, batch)
         batch = model_observation(self.config, batch, self.model.action_head.weight)
-        state = batch.get(OBS_STATE)
-        model_prefix = self._inference_prefix(delay, action_prefix, state, batch_size)
+        check_last_action(self.config, last_action, batch_size)
+        weight = self.model.action_head.weight
+        last_action = None if last_action is None else last_action.to(weight)
+        origin = inference_origin(self.config, batch.get(OBS_STATE), last_action)
+        model_prefix = self._inference_prefix(delay, action_prefix, origin, batch_size)
         delays = torch.full((batch_size,), delay, dtype=torch.long, device=model_prefix.device)
         predicted = self.model(self.model_inputs(batch), model_prefix, delays)[0]
-        return self.to_action_space(predicted, state)
+        return self.to_action_space(predicted, origin)
 
     def supports_rtc(self) -> bool:
         """LeRobot 0.6's real-time runtime (`lerobot-rollout --inference.type=rtc`) may drive this policy: it
@@ -528,14 +533,14 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
         return True
 
     def _inference_prefix(
-        self, delay: int, action_prefix: Tensor | None, state: Tensor | None, batch_size: int
+        self, delay: int, action_prefix: Tensor | None, origin: Tensor | None, batch_size: int
     ) -> Tensor:
         """Checks the prefix and returns it in model space, zero-padded to [B, rtc_max_delay, A]."""
         check_action_prefix(self.config, delay, action_prefix, batch_size)
         weight = self.model.action_head.weight
         padded = weight.new_zeros(batch_size, self.config.rtc_max_delay, weight.shape[0])
         if delay > 0:
-            padded[:, :delay] = self.to_model_space(action_prefix.to(padded), state)
+            padded[:, :delay] = self.to_model_space(action_prefix.to(padded), origin)
         elif self.config.predict_relative_actions:
             self.relative_action_normalizer.check_stats()
         return padded
@@ -564,19 +569,22 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             check_inference_setting(self.config)
         step = self._n_selected_actions
         self._n_selected_actions += 1
+        # Only an anchored policy reads the last action (wrappers of predict_action_chunk need not take it).
+        anchor = {"last_action": self._last_action} if self.config.anchors_on_last_action else {}
         if ensembling:
             self._notify_chunk_start(step)
-            return self.temporal_ensembler.update(self.predict_action_chunk(batch))
+            self._last_action = self.temporal_ensembler.update(self.predict_action_chunk(batch, **anchor))
+            return self._last_action
         n_steps = self.config.n_action_steps
         predicted, first = None, 0  # the chunk [B, chunk_size, A] and the row of its first queued action
         if not self._action_queue:
-            predicted = self.predict_action_chunk(batch)
+            predicted = self.predict_action_chunk(batch, **anchor)
         elif len(self._action_queue) == delay:
             committed = torch.stack(list(self._action_queue), dim=1)  # [B, delay, A]
             if self.config.rtc_inference_mode == "prefix":
-                predicted = self.predict_action_chunk(batch, delay=delay, action_prefix=committed)
+                predicted = self.predict_action_chunk(batch, delay=delay, action_prefix=committed, **anchor)
             else:
-                predicted, first = self.predict_action_chunk(batch), delay
+                predicted, first = self.predict_action_chunk(batch, **anchor), delay
         if predicted is not None:
             chunk = predicted[:, first : first + n_steps]
             # The actions still queued execute first; the new chunk's actions follow them, at the steps the
@@ -586,7 +594,8 @@ class ACTRelativeRTCPolicy(PreTrainedPolicy):
             self._unqueued_tail = predicted[:, first + n_steps :]
             self._notify_chunk_start(step + len(self._action_queue))
             self._action_queue.extend(chunk.transpose(0, 1))
-        return self._action_queue.popleft()
+        self._last_action = self._action_queue.popleft()
+        return self._last_action
 
     def _notify_chunk_start(self, step: int) -> None:
         if self.on_chunk_start is not None:

@@ -1,5 +1,6 @@
-"""Relative actions: `action - observation.state[t]`, normalized with statistics of the training windows;
-the robot state's own statistics for the state token; reading them from a dataset's parquet files."""
+"""Relative actions: `action - origin`, the origin being `observation.state[t]` or the last commanded action
+(`relative_anchor`), normalized with statistics of the training windows; the robot state's own statistics
+for the state token; reading them from a dataset's parquet files."""
 
 import hashlib
 import logging
@@ -9,9 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor, nn
 from tqdm import tqdm
 
+# LeRobot's dataset names the padding mask of a key's window "<key>_is_pad"; no constant exists for it.
+ACTION_IS_PAD = f"{ACTION}_is_pad"
 # Frames per block when accumulating the statistics: bounds memory to block * window * action_dim floats.
 _STATS_BLOCK_FRAMES = 8192
 # A joint that never moves relative to the state would give std 0 and divide by zero.
@@ -81,13 +85,13 @@ class RelativeActionNormalizer(DatasetStatistics):
     name = "relative-action statistics"
     feature = "action"
 
-    def normalize(self, actions: Tensor, state: Tensor) -> Tensor:
-        """[B, T, A] absolute actions, [B, A] state -> [B, T, A] normalized relative actions."""
-        return (actions - state.unsqueeze(1) - self.mean) / self.std
+    def normalize(self, actions: Tensor, origin: Tensor) -> Tensor:
+        """[B, T, A] absolute actions, [B, A] origin -> [B, T, A] normalized relative actions."""
+        return (actions - origin.unsqueeze(1) - self.mean) / self.std
 
-    def unnormalize(self, relative_actions: Tensor, state: Tensor) -> Tensor:
-        """[B, T, A] normalized relative actions, [B, A] state -> [B, T, A] absolute actions."""
-        return relative_actions * self.std + self.mean + state.unsqueeze(1)
+    def unnormalize(self, relative_actions: Tensor, origin: Tensor) -> Tensor:
+        """[B, T, A] normalized relative actions, [B, A] origin -> [B, T, A] absolute actions."""
+        return relative_actions * self.std + self.mean + origin.unsqueeze(1)
 
 
 class StateNormalizer(DatasetStatistics):
@@ -100,6 +104,41 @@ class StateNormalizer(DatasetStatistics):
     def normalize(self, state: Tensor) -> Tensor:
         """[B, S] raw state -> [B, S] normalized state."""
         return (state - self.mean) / self.std
+
+
+def action_window(config, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
+    """A training batch's action window past its anchor, as the preprocessor delivers it [B, W, A], its
+    padding mask [B, W], and the origin of its relative actions [B, A] (None without them): the state, or
+    with `relative_anchor=last_action` the window's anchor action, the state where the dataset padded it (an
+    episode's first frame). `config` is the policy's."""
+    window = batch[ACTION]
+    anchored = config.anchors_on_last_action
+    expected = config.action_window_size + anchored
+    if window.ndim != 3 or window.shape[1] != expected:
+        what = "the anchor action, then " if anchored else ""
+        raise ValueError(
+            f"'{ACTION}' must be a window of {what}rtc_max_delay + chunk_size = "
+            f"{config.action_window_size} actions per sample ([batch, {expected}, action_dim]), got shape "
+            f"{tuple(window.shape)}. Load the dataset with `delta_timestamps` from this config's "
+            "`action_delta_indices` (a dataset cached with another chunk_size, rtc_max_delay or "
+            "relative_anchor returns other windows)."
+        )
+    window_is_pad = batch.get(ACTION_IS_PAD)
+    if window_is_pad is None:
+        window_is_pad = torch.zeros(window.shape[:2], dtype=torch.bool, device=window.device)
+    origin = batch.get(OBS_STATE) if config.predict_relative_actions else None
+    if anchored:
+        origin = torch.where(window_is_pad[:, :1], origin, window[:, 0])  # [B, A]
+        window, window_is_pad = window[:, 1:], window_is_pad[:, 1:]
+    return window, window_is_pad, origin
+
+
+def inference_origin(config, state: Tensor | None, last_action: Tensor | None) -> Tensor | None:
+    """What a chunk's relative actions are measured from at inference: the last commanded action [B, A]
+    with `relative_anchor=last_action` once there is one, the state [B, A] otherwise."""
+    if config.anchors_on_last_action and last_action is not None:
+        return last_action
+    return state
 
 
 def _refuse_bad_stats(mean: Tensor, std: Tensor, what: str, feature: str, min_std: float) -> None:
@@ -186,10 +225,26 @@ def compute_state_stats(state: np.ndarray) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(state.mean(0)).float(), torch.from_numpy(state.std(0)).float()
 
 
+def last_action_origins(
+    episode_index: np.ndarray, state: np.ndarray, action: np.ndarray, anchor_offset: int
+) -> np.ndarray:
+    """Each frame's `relative_anchor=last_action` origin: the action `anchor_offset` frames from it in its
+    episode (-1 with `first_action_index=0`: the action before it), its state where that frame lies outside
+    the episode (an episode's first frame: nothing was commanded before it), as in training, where LeRobot
+    pads that window position. [N], [N, A], [N, A] -> [N, A]."""
+    n_frames = len(episode_index)
+    episode_starts = np.flatnonzero(np.r_[True, episode_index[1:] != episode_index[:-1]])
+    episode_ends = np.r_[episode_starts[1:], n_frames]
+    episode_of_frame = np.repeat(np.arange(len(episode_starts)), episode_ends - episode_starts)
+    anchor = np.arange(n_frames) + anchor_offset
+    inside = (anchor >= episode_starts[episode_of_frame]) & (anchor < episode_ends[episode_of_frame])
+    return np.where(inside[:, None], action[anchor.clip(0, n_frames - 1)], state)
+
+
 def compute_relative_action_stats(
-    episode_index: np.ndarray, state: np.ndarray, action: np.ndarray, action_offsets: list[int]
+    episode_index: np.ndarray, origin: np.ndarray, action: np.ndarray, action_offsets: list[int]
 ) -> tuple[Tensor, Tensor]:
-    """Mean and std per action dimension of `action[t + k] - state[t]` over every training window.
+    """Mean and std per action dimension of `action[t + k] - origin[t]` over every training window.
 
     The windows are the ones LeRobot's dataset returns for `delta_timestamps`: offsets `k` in
     `action_offsets`, indices clamped to the frame's episode (padding repeats the episode's first or last
@@ -197,8 +252,8 @@ def compute_relative_action_stats(
 
     Args:
         episode_index: [N] episode of each frame, frames ordered by dataset index.
-        state: [N, A] states. action: [N, A] actions.
-        action_offsets: the policy's `action_delta_indices`.
+        origin: [N, A] each frame's origin (its state, or `last_action_origins`). action: [N, A] actions.
+        action_offsets: the offsets of the policy's window past the anchor (`action_delta_indices`).
     """
     n_frames = len(episode_index)
     frame = np.arange(n_frames)
@@ -215,7 +270,7 @@ def compute_relative_action_stats(
     for start in tqdm(range(0, n_frames, _STATS_BLOCK_FRAMES), desc="Relative-action stats", unit="block"):
         block = slice(start, start + _STATS_BLOCK_FRAMES)
         window_index = np.clip(frame[block, None] + offsets, first[block], last[block])  # [n, W]
-        relative = action[window_index] - state[block, None, :]  # [n, W, A]
+        relative = action[window_index] - origin[block, None, :]  # [n, W, A]
         total += relative.sum(axis=(0, 1))
         total_sq += np.square(relative).sum(axis=(0, 1))
         count += relative.shape[0] * relative.shape[1]

@@ -66,6 +66,10 @@ class RTCRuntimeAdapter:
         - `rtc_inference_mode=discard`: the left-over is not used as a prefix. Returns the chunk predicted
           from the observation alone, [B, chunk_size, A]; the runtime's skip then drops the actions that
           were due while inference ran, which is plain chunking under that delay.
+        - `relative_anchor=last_action` (both modes): the chunk's relative actions are measured from the
+          action executed just before the left-over, the row before it in the chunk it continues (the last
+          row when only padding is left); from the state when there is none (an episode's first call, or a
+          left-over that continues no remembered chunk, with a warning).
         - Blending at the join (both modes): the runtime is expected to skip `inference_delay` rows, so the
           new chunk takes over at that row. Its rows `inference_delay + i` (i < k) are blended with the
           real left-over rows for the same steps, where there are any (`blending.blend_join`); the rows
@@ -78,15 +82,17 @@ class RTCRuntimeAdapter:
         policy.eval()
         prefix_mode = self.config.rtc_inference_mode == "prefix"
         explicit_blend = self.config.rtc_blend_steps
+        anchored = self.config.anchors_on_last_action
         batch_size = observation_batch_size(self.config, batch)
-        real_rows = None
-        # Discard mode reads the left-over only to blend with it.
-        if prev_chunk_left_over is not None and (prefix_mode or explicit_blend != 0):
-            real_rows = self._real_left_over(prev_chunk_left_over, batch_size)
+        real_rows = last_action = None
+        # Discard mode reads the left-over only to blend with it, or for the last executed action.
+        if prev_chunk_left_over is not None and (prefix_mode or explicit_blend != 0 or anchored):
+            real_rows, last_action = self._real_left_over(prev_chunk_left_over, batch_size)
+        anchor = {"last_action": last_action} if anchored else {}
         if prefix_mode:
-            chunk = self._predict_after_prefix(policy, batch, inference_delay, real_rows)
+            chunk = self._predict_after_prefix(policy, batch, inference_delay, real_rows, anchor)
         else:
-            chunk = policy.predict_action_chunk(batch)
+            chunk = policy.predict_action_chunk(batch, **anchor)
         if real_rows is not None:
             blend_steps = explicit_blend
             if blend_steps is None:  # half of the left-over's real rows past the join, as in select_action
@@ -104,18 +110,20 @@ class RTCRuntimeAdapter:
         batch: dict[str, Tensor],
         inference_delay: int,
         real_rows: Tensor | None,
+        anchor: dict[str, Tensor | None],
     ) -> Tensor:
         """Prefix mode: the first `min(inference_delay, rtc_max_delay, real rows)` real left-over rows
-        [B, d, A] (None: no left-over) followed by the chunk predicted after them, [B, d + chunk_size, A]."""
+        [B, d, A] (None: no left-over) followed by the chunk predicted after them, [B, d + chunk_size, A];
+        `anchor`: the `last_action` argument of an anchored policy, or nothing."""
         n_real = 0 if real_rows is None else real_rows.shape[1]
         delay = min(inference_delay, self.config.rtc_max_delay, n_real)
         if delay < inference_delay and real_rows is not None:
             self._log_delay_limits(inference_delay, n_real)
         if delay == 0:
-            chunk = policy.predict_action_chunk(batch)
+            chunk = policy.predict_action_chunk(batch, **anchor)
         else:
             prefix = real_rows[:, :delay]
-            predicted = policy.predict_action_chunk(batch, delay=delay, action_prefix=prefix)
+            predicted = policy.predict_action_chunk(batch, delay=delay, action_prefix=prefix, **anchor)
             chunk = torch.cat([prefix.to(predicted), predicted], dim=1)
         if inference_delay >= chunk.shape[1]:
             self.log_delay_limit(
@@ -126,8 +134,9 @@ class RTCRuntimeAdapter:
             )
         return chunk
 
-    def _real_left_over(self, left_over: Tensor, batch_size: int) -> Tensor:
-        """The runtime's left-over [T, A] or [B, T, A] -> its real actions [B, k, A], padding removed."""
+    def _real_left_over(self, left_over: Tensor, batch_size: int) -> tuple[Tensor, Tensor | None]:
+        """The runtime's left-over [T, A] or [B, T, A] -> its real actions [B, k, A], padding removed, and
+        the action executed just before them [B, A] (None if unknown)."""
         action_dim = self.config.action_feature.shape[0]
         if left_over.ndim == 2:
             left_over = left_over.unsqueeze(0)
@@ -137,7 +146,14 @@ class RTCRuntimeAdapter:
                 f"batch={batch_size} (the observation's) and action_dim={action_dim}, got shape "
                 f"{tuple(left_over.shape)}."
             )
-        n_real = self._left_over_rows_in_returned_chunk(left_over)
+        match = self._left_over_rows_in_returned_chunk(left_over)
+        n_real, last_executed = (None, None) if match is None else match
+        if match is None and self.config.anchors_on_last_action:
+            self.log_delay_limit(
+                "anchor",
+                "relative_anchor=last_action, but prev_chunk_left_over continues no chunk this policy "
+                "returned, so the action executed before it is unknown: measuring this chunk from the state.",
+            )
         if n_real is None:
             trailing_zero = left_over.shape[1] - n_rows_before_zero_tail(left_over)
             if trailing_zero and self._chunks:
@@ -154,14 +170,17 @@ class RTCRuntimeAdapter:
                 "prev_chunk_left_over holds NaN or inf values: it must be the unexecuted actions of the "
                 "previous chunk, as predict_action_chunk returned them."
             )
-        return real
+        return real, last_executed
 
-    def _left_over_rows_in_returned_chunk(self, left_over: Tensor) -> int | None:
+    def _left_over_rows_in_returned_chunk(self, left_over: Tensor) -> tuple[int, Tensor | None] | None:
         """How many leading rows of `left_over` [B, T, A] continue a chunk returned to the runtime (newest
-        first): it must equal that chunk from some row on, up to the chunk's end. None if no chunk matches."""
+        first): it must equal that chunk from some row on, up to the chunk's end; and that chunk's row
+        before them [B, A], the action executed last (None when they start at its first row). None if no
+        chunk matches."""
         n_rows = left_over.shape[1]
         if n_rows == 0:
-            return 0
+            newest = self._chunks[0][:, -1].to(left_over) if self._chunks else None
+            return 0, newest
         for chunk in self._chunks:
             if chunk.shape[0] != left_over.shape[0] or chunk.shape[2] != left_over.shape[2]:
                 continue
@@ -175,10 +194,11 @@ class RTCRuntimeAdapter:
             inside = rows.unsqueeze(0) < (length - torch.arange(length, device=chunk.device)).unsqueeze(1)
             matches = (equal | ~inside).all(dim=1).nonzero()
             if len(matches):
-                return min(n_rows, length - int(matches[0]))
+                start = int(matches[0])
+                return min(n_rows, length - start), chunk[:, start - 1] if start > 0 else None
             # The whole chunk was consumed: the runtime passes padding only.
             if not left_over.any():
-                return 0
+                return 0, chunk[:, -1]
         return None
 
     def _log_delay_limits(self, inference_delay: int, n_real: int) -> None:

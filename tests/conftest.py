@@ -79,7 +79,7 @@ def make_batch(config, batch_size: int = 3, seed: int = 0, pad_tail: int = 2) ->
     """A training batch as the preprocessor delivers it: images, raw state, an action window and its
     padding mask (the last `pad_tail` actions of the last sample are padding)."""
     generator = torch.Generator().manual_seed(seed)
-    window = config.action_window_size
+    window = len(config.action_delta_indices)  # with relative_anchor=last_action, the anchor first
     dim = config.action_feature.shape[0]
     is_pad = torch.zeros(batch_size, window, dtype=torch.bool)
     if pad_tail:

@@ -4,8 +4,9 @@ For a checkpoint of this policy or of LeRobot's ACT and a dataset with its featu
 not trained on), each frame's chunk is predicted from the frame's observation, as a rollout asks for it,
 and compared with the dataset's own actions at the same steps, in the robot's units (after the
 checkpoint's postprocessor). This policy is asked at each delay in `--delays`, with the dataset's next
-`delay` actions as the prefix (what training gives it); its chunk then starts `delay` steps after the frame.
-LeRobot's ACT has no delay: its chunk always starts at the frame.
+`delay` actions as the prefix (what training gives it), and with `relative_anchor=last_action` the
+dataset's action before the frame as the last commanded one; its chunk then starts `delay` steps after the
+frame. LeRobot's ACT has no delay: its chunk always starts at the frame.
 
 Errors are reported per offset (steps after the frame), so that what a delayed rollout executes can be
 compared between policies and modes: at delay d, plain chunking (discard) executes offsets
@@ -32,13 +33,14 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetad
 from lerobot.policies.act.modeling_act import ACTPolicy
 from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 from lerobot.policies.pretrained import PreTrainedPolicy
-from lerobot.utils.constants import ACTION
+from lerobot.utils.constants import ACTION, OBS_STATE
 from torch.utils.data import DataLoader
 
+from ..relative_actions import ACTION_IS_PAD
 from . import report as report_writer
+from .arguments import add_delays_argument
 from .report import markdown_table
 
-ACTION_IS_PAD = f"{ACTION}_is_pad"  # LeRobotDataset's flag of window steps past an episode's end
 BATCH_SIZE = 64
 
 
@@ -66,9 +68,11 @@ def load_checkpoint(checkpoint: str | Path) -> tuple[PreTrainedPolicy, Callable,
 
 
 def action_windows(repo_id: str, root: str | Path | None, length: int) -> LeRobotDataset:
-    """The dataset with each frame's next `length` actions (`ACTION` [length, A] and `ACTION_IS_PAD`)."""
+    """The dataset with each frame's action before it and next `length` actions (`ACTION` [1 + length, A]
+    and `ACTION_IS_PAD`; the action before an episode's first frame is padding)."""
     fps = LeRobotDatasetMetadata(repo_id, root=root).fps
-    return LeRobotDataset(repo_id, root=root, delta_timestamps={ACTION: [i / fps for i in range(length)]})
+    offsets = range(-1, length)
+    return LeRobotDataset(repo_id, root=root, delta_timestamps={ACTION: [i / fps for i in offsets]})
 
 
 @torch.no_grad()
@@ -84,23 +88,29 @@ def chunk_errors(
     chunk_size long."""
     delays = checkpoint_delays(policy, delays)
     chunk_size = policy.config.chunk_size
-    window = dataset.delta_timestamps[ACTION]
-    if len(window) < max(delays) + chunk_size:
+    length = len(dataset.delta_timestamps[ACTION]) - 1  # the action before the frame, then W after it
+    if length < max(delays) + chunk_size:
         raise ValueError(
-            f"The dataset's action windows hold {len(window)} actions; delay {max(delays)} with chunk_size "
-            f"{chunk_size} needs {max(delays) + chunk_size}: build it with action_windows()."
+            f"The dataset's action windows hold {length} actions after the frame; delay {max(delays)} with "
+            f"chunk_size {chunk_size} needs {max(delays) + chunk_size}: build it with action_windows()."
         )
-    error_sums = {delay: torch.zeros(len(window), dtype=torch.float64) for delay in delays}
-    counts = {delay: torch.zeros(len(window), dtype=torch.float64) for delay in delays}
+    anchored = getattr(policy.config, "anchors_on_last_action", False)
+    error_sums = {delay: torch.zeros(length, dtype=torch.float64) for delay in delays}
+    counts = {delay: torch.zeros(length, dtype=torch.float64) for delay in delays}
     for batch in DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=False):
-        actions, real = batch[ACTION], ~batch[ACTION_IS_PAD]  # [B, W, A], [B, W]
+        actions, real = batch[ACTION][:, 1:], ~batch[ACTION_IS_PAD][:, 1:]  # [B, W, A], [B, W]
         inputs = preprocessor(batch)
+        # this policy's `last_action`: the action before the frame, the state where there is none
+        last = {}
+        if anchored:
+            before_is_pad = batch[ACTION_IS_PAD][:, :1].to(inputs[OBS_STATE].device)
+            last = {"last_action": torch.where(before_is_pad, inputs[OBS_STATE], inputs[ACTION][:, 0])}
         for delay in delays:
             if delay == 0:
-                predicted = policy.predict_action_chunk(inputs)
+                predicted = policy.predict_action_chunk(inputs, **last)
             else:
-                prefix = inputs[ACTION][:, :delay]
-                predicted = policy.predict_action_chunk(inputs, delay=delay, action_prefix=prefix)
+                prefix = inputs[ACTION][:, 1 : 1 + delay]
+                predicted = policy.predict_action_chunk(inputs, delay=delay, action_prefix=prefix, **last)
             predicted = postprocessor(predicted).to(actions)  # [B, chunk, A] in the dataset's units
             steps = slice(delay, delay + chunk_size)
             error = (predicted - actions[:, steps]).abs().mean(-1)  # [B, chunk]
@@ -148,16 +158,12 @@ def errors_markdown(reports: list[dict[str, Any]], delays: Sequence[int]) -> str
     return f"{meaning}\n\n{markdown_table(headers, rows, digits=4)}\n"
 
 
-def parse_delays(text: str) -> list[int]:
-    return [int(delay) for delay in text.split(",") if delay.strip()]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", type=Path, nargs="+", help="pretrained_model folders")
     parser.add_argument("--dataset-repo-id", required=True)
     parser.add_argument("--dataset-root", type=Path, default=None)
-    parser.add_argument("--delays", type=parse_delays, default=[0], help="e.g. 0,4,8")
+    add_delays_argument(parser, [0], "e.g. 0 4 8")
     parser.add_argument("--output-dir", type=Path, default=Path("chunk_errors_out"))
     args = parser.parse_args(argv)
     reports = []

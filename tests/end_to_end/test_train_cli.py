@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
 from lerobot_policy_act_rtc_alldelays.relative_actions import (
     compute_relative_action_stats,
+    last_action_origins,
     read_state_and_action_columns,
 )
 from lerobot_policy_act_rtc_alldelays.tools.synthetic_dataset import make_synthetic_dataset
@@ -84,6 +85,30 @@ def test_training_computed_the_relative_stats_of_the_dataset(trained_checkpoint,
         *read_state_and_action_columns(meta.root, "observation.state", "action"),
         PreTrainedConfig.from_pretrained(trained_checkpoint).action_delta_indices,
     )
+    assert torch.allclose(weights["relative_action_normalizer.mean"], mean)
+    assert torch.allclose(weights["relative_action_normalizer.std"], std)
+
+
+def test_lerobot_train_anchors_relative_actions_on_the_last_action_when_asked(synthetic_dataset, tmp_path):
+    meta = synthetic_dataset.meta
+    run_lerobot_train(
+        [
+            f"--dataset.repo_id={meta.repo_id}",
+            f"--dataset.root={meta.root}",
+            *TINY_POLICY_CLI_ARGS,
+            "--policy.relative_anchor=last_action",
+            *("--batch_size=4", "--steps=2", "--save_freq=2", "--num_workers=0", "--wandb.enable=false"),
+            f"--output_dir={tmp_path / 'run'}",
+        ],
+        tmp_path,
+    )
+    checkpoint = tmp_path / "run" / "checkpoints" / "last" / "pretrained_model"
+    config = PreTrainedConfig.from_pretrained(checkpoint)
+    assert config.relative_anchor == "last_action" and config.action_delta_indices[0] == -1
+    episode, state, action = read_state_and_action_columns(meta.root, "observation.state", "action")
+    origin = last_action_origins(episode, state, action, anchor_offset=-1)
+    mean, std = compute_relative_action_stats(episode, origin, action, config.action_delta_indices[1:])
+    weights = load_file(checkpoint / "model.safetensors")
     assert torch.allclose(weights["relative_action_normalizer.mean"], mean)
     assert torch.allclose(weights["relative_action_normalizer.std"], std)
 

@@ -52,6 +52,7 @@ from lerobot_policy_act_rtc_alldelays.tools.metaworld.frames import render_frame
 from lerobot_policy_act_rtc_alldelays.tools.metaworld.main_job import (  # noqa: E402
     POLICY_TYPES,
     TRAIN_RECORD,
+    job_settings,
     note_unrecorded_checkpoint,
     parse_arguments,
     recorded_dataset,
@@ -196,6 +197,19 @@ def test_valid_delays_follow_the_config_rules():
     assert valid_delays(config, "prefix") == [0, 1, 2]
     assert valid_delays(config, "discard") == [0, 1, 2, 3]  # delay + n_action_steps <= chunk_size
     assert (config.rtc_inference_mode, config.rtc_inference_delay) == ("prefix", 0)
+
+
+def test_main_job_leaves_out_the_settings_a_checkpoint_without_delays_cannot_run(capsys):
+    rtc = POLICY_TYPES[1]
+    trained_with_delays = make_policy(chunk_size=18, n_action_steps=9, rtc_max_delay=8).config
+    assert job_settings(rtc, trained_with_delays, [0, 8]) == [("prefix", 0), ("prefix", 8), ("discard", 8)]
+    assert capsys.readouterr().out == ""
+
+    without_delays = make_policy(chunk_size=18, n_action_steps=9, rtc_max_delay=0).config
+    assert job_settings(rtc, without_delays, [0, 8]) == [("prefix", 0), ("discard", 8)]
+    printed = capsys.readouterr().out
+    assert f"Leaving out {rtc} in prefix mode at delay 8" in printed
+    assert "exceeds `rtc_max_delay` (0)" in printed
 
 
 @pytest.fixture(scope="module")

@@ -31,9 +31,12 @@ def test_pulls_count_each_episode_until_it_ends_and_split_by_outcome():
     assert summary["bias"] == pytest.approx([4.4, 0.0])  # (2 - 4 + 6 + 8 + 10) / 5
 
 
-def test_the_probe_records_one_pull_per_prefix_request_and_leaves_the_actions_unchanged():
+@pytest.mark.parametrize("anchor", ["state", "last_action"])
+def test_the_probe_records_one_pull_per_prefix_request_and_leaves_the_actions_unchanged(anchor):
     def rollout(probed: bool) -> tuple[list[torch.Tensor], PrefixPullProbe | None]:
-        policy = make_policy(chunk_size=8, n_action_steps=N_ACTION_STEPS, rtc_max_delay=3)
+        policy = make_policy(
+            chunk_size=8, n_action_steps=N_ACTION_STEPS, rtc_max_delay=3, relative_anchor=anchor
+        )
         policy.config.set_inference_setting("prefix", DELAY)
         probe = PrefixPullProbe(policy) if probed else None
         batch = make_batch(policy.config, batch_size=2)

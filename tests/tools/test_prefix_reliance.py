@@ -8,7 +8,12 @@ from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 
 from lerobot_policy_act_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
-from lerobot_policy_act_rtc_alldelays.tools.study.prefix_reliance import partner_frames, prefix_reliance
+from lerobot_policy_act_rtc_alldelays.relative_actions import ACTION_IS_PAD
+from lerobot_policy_act_rtc_alldelays.tools.study.prefix_reliance import (
+    expert_actions,
+    partner_frames,
+    prefix_reliance,
+)
 
 ENV_DIM = 6
 EPISODE_LENGTHS = (12, 9, 15)
@@ -80,3 +85,18 @@ def test_a_delay_without_prefix_is_refused():
     policy = state_policy()
     with pytest.raises(ValueError, match="delays > 0"):
         prefix_reliance(policy, *frames(policy), (0, 1))
+
+
+def test_an_anchored_policy_is_given_the_window_past_its_anchor_and_the_anchor_as_last_action():
+    config = tiny_config(relative_anchor="last_action")
+    policy = ACTRelativeRTCAllDelaysPolicy(config)
+    generator = torch.Generator().manual_seed(2)
+    windows = {
+        OBS_STATE: torch.randn(3, STATE_DIM, generator=generator),
+        ACTION: torch.randn(3, len(config.action_delta_indices), STATE_DIM, generator=generator),
+        ACTION_IS_PAD: torch.tensor([[False] * 8, [True] + [False] * 7, [False] * 8]),
+    }
+    actions, is_pad, last_action = expert_actions(policy, windows, torch.tensor([1, 0]))
+    assert torch.equal(actions, windows[ACTION][[1, 0], 1:]) and not is_pad.any()
+    # Frame 1 opens its episode: nothing was commanded before it, so its state stands in.
+    assert torch.equal(last_action, torch.stack([windows[OBS_STATE][1], windows[ACTION][0, 0]]))

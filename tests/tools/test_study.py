@@ -43,6 +43,7 @@ from lerobot_policy_act_rtc_alldelays.tools.study.data import (  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.evaluation import (  # noqa: E402
     DelayedChunking,
     act_blend_steps,
+    eval_settings,
     evaluated_policy,
     make_vector_env,
     run_episodes,
@@ -61,11 +62,17 @@ from lerobot_policy_act_rtc_alldelays.tools.study.statistics import (  # noqa: E
 from lerobot_policy_act_rtc_alldelays.tools.study.task_scan import qualifying_budgets, study_tasks  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.training import (  # noqa: E402
     Trainer,
+    config_record,
     policy_config,
     training_runs,
 )
+from lerobot_policy_act_rtc_alldelays.tools.study.units import ADDED_FIELDS, Unit, stale_reason  # noqa: E402
 from lerobot_policy_act_rtc_alldelays.tools.study.variants import VARIANTS, variant_overrides  # noqa: E402
-from lerobot_policy_act_rtc_alldelays.tools.study.verdicts import judged_budgets, verdict_rows  # noqa: E402
+from lerobot_policy_act_rtc_alldelays.tools.study.verdicts import (  # noqa: E402
+    judged_budgets,
+    verdict_rows,
+    verdicts_markdown,
+)
 
 TASK = "pick-out-of-hole-v3"  # its expert goes straight to the object: detours are easy to tell apart
 
@@ -426,6 +433,18 @@ def test_a_saved_unit_whose_policy_config_is_not_the_variants_today_is_trained_a
                for m in messages)
 
 
+def test_a_unit_saved_before_a_field_existed_is_current_at_the_value_that_did_what_it_ran(tmp_path):
+    settings = replace(quick_settings(tmp_path), variants=("default",))
+    unit = Unit("sweep-v3", "unimodal", "default", 0, 4)
+    episodes = [{"mode": mode, "delay": delay} for mode, delay in eval_settings("default", settings.delays)]
+    record = config_record(policy_config("default", settings))
+    for name, earlier_value in ADDED_FIELDS.items():
+        saved = {"policy_config": {k: v for k, v in record.items() if k != name}, "episodes": episodes}
+        assert record[name] == earlier_value and stale_reason(saved, unit, settings) is None
+    saved = {"policy_config": {**record, "relative_anchor": "last_action"}, "episodes": episodes}
+    assert "relative_anchor ('last_action' there, 'state' now)" in stale_reason(saved, unit, settings)
+
+
 def test_a_saved_unit_without_a_policy_config_is_trained_again(tmp_path):
     settings = replace(quick_settings(tmp_path), variants=("act",), steps=(4,), equal_time=False)
     run_study(settings, log=lambda message: None)
@@ -614,7 +633,8 @@ def summary_row(variant: str, mode: str, delay: int, successes: int, steps: int 
     return {"budget": "equal_steps", "steps": steps, "task": "t", "demos": "unimodal", "variant": variant,
             "mode": mode, "delay": delay, "successes": successes, "episodes": 100,
             "success_rate": successes / 100, "ci95_low": low, "ci95_high": high, "seed_ci95_low": low,
-            "seed_ci95_high": high, "discontinuity_mean": extra.get("discontinuity", 2.0)}
+            "seed_ci95_high": high, "discontinuity_mean": extra.get("discontinuity", 2.0),
+            "per_seed": [{"train_seed": 0, "successes": successes}]}
 
 
 def test_verdicts_judge_at_the_smallest_budget_where_act_reaches_80_percent_at_delay_zero():
@@ -633,6 +653,27 @@ def test_verdicts_judge_at_the_smallest_budget_where_act_reaches_80_percent_at_d
     # One variant's two modes share their delay-0 episodes: no verdict there.
     rows += [summary_row("default", "prefix", d, 80, steps=2000) for d in (0, 8)]
     assert [v["delay"] for v in verdict_rows(rows, ("default", "prefix"), ("default", "discard"))] == [8]
+
+
+def test_a_prefix_verdict_names_the_training_seeds_below_half_of_the_same_seeds_discard_successes():
+    def row(variant, mode, delay, per_seed):
+        return {**summary_row(variant, mode, delay, sum(per_seed)),
+                "per_seed": [{"train_seed": seed, "successes": n} for seed, n in enumerate(per_seed)]}
+
+    rows = [
+        row("act", "discard", 0, [30, 30, 30]),
+        row("act", "discard", 8, [20, 20, 20]),
+        row("default", "discard", 8, [30, 34, 30]),
+        row("default", "prefix", 8, [14, 34, 15]),  # seed 0 below half of 30, seed 2 at half
+    ]
+    (verdict,) = verdict_rows(rows, ("default", "prefix"), ("default", "discard"))
+    assert verdict["collapsed_seeds"] == [0]
+    # Against ACT the seeds are other models: no per-seed verdict.
+    (against_act,) = verdict_rows(rows, ("default", "prefix"))
+    assert against_act["collapsed_seeds"] is None
+    markdown = verdicts_markdown(rows, [(("default", "prefix"), ("default", "discard"))])
+    assert "| **0** |" in markdown
+    assert "a training seed below half of the reference's successes in 1 of 1 cells" in markdown
 
 
 def test_the_study_takes_the_qualifying_tasks_where_delay_costs_act_most():

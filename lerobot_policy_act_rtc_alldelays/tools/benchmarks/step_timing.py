@@ -108,7 +108,7 @@ def build_variant(
             policy.relative_action_normalizer.set_stats(torch.zeros(s.state_dim), torch.ones(s.state_dim))
         if hasattr(policy, "state_normalizer"):
             policy.state_normalizer.set_stats(torch.zeros(s.state_dim), torch.ones(s.state_dim))
-        window = config.action_window_size
+        window = len(config.action_delta_indices)  # the anchor too, with relative_anchor=last_action
         delays = config.delays_per_sample if config.rtc_train_all_delays else 1
         targets = s.batch_size * s.chunk_size * delays
     batch = {

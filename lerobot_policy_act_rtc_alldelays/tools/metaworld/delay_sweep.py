@@ -69,6 +69,7 @@ from tqdm import tqdm
 
 from ...configuration_act_relative_rtc import RTC_INFERENCE_MODES
 from .. import report as report_writer
+from ..arguments import add_delays_argument
 from ..continuity import chunk_switch_changes, discontinuity_ratio
 from ..report import format_value, markdown_table
 from ..study.evaluation import eval_settings, evaluated_policy
@@ -479,10 +480,6 @@ def write_report(report: dict[str, Any], output_dir: Path) -> str:
     return markdown
 
 
-def parse_delays(text: str) -> list[int]:
-    return [int(d) for d in text.split(",") if d.strip()]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -499,12 +496,7 @@ def main(argv: list[str] | None = None) -> None:
         help=f"default: every mode the checkpoint runs (this policy: {' '.join(RTC_INFERENCE_MODES)}; "
         "LeRobot's ACT: the chunked modes the study evaluates it in)",
     )
-    parser.add_argument(
-        "--delays",
-        type=parse_delays,
-        default=None,
-        help="comma-separated candidate delays, e.g. 0,2,4,8 (default: all valid per mode)",
-    )
+    add_delays_argument(parser, None, "candidate delays, e.g. 0 2 4 8 (default: all valid per mode)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--actions",

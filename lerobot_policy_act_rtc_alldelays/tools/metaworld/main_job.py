@@ -18,9 +18,11 @@
    episodes (the same env seeds for every policy, setting and training seed), at delays 0,
    rtc_max_delay / 2 and rtc_max_delay (or `--delays`), in the settings the study evaluates each policy in
    (`study.evaluation.eval_settings`, without ACT's temporal ensembling, which has no chunk joins):
-   LeRobot's ACT with the delay emulated as the study emulates it, this policy in both inference modes. At
-   delay 0 this policy's two modes run the same code (a chunk is requested only once the last is used up),
-   so one evaluation serves both rows, as in the study.
+   LeRobot's ACT with the delay emulated as the study emulates it, this policy in both inference modes, in
+   those its checkpoint's config runs (one trained with `--policy.rtc_max_delay=0` has no prefix past delay
+   0: those settings are left out with a line saying why). At delay 0 this policy's two modes run the same
+   code (a chunk is requested only once the last is used up), so one evaluation serves both rows, as in the
+   study.
 4. Prints one table, a row per policy, mode and delay pooling the training seeds' episodes: successes with
    Wilson's 95% interval over the pooled episodes and, with two or more training seeds, the seed
    bootstrap's (`study.statistics.seed_bootstrap_interval`: seeds, then their episodes, resampled), each
@@ -52,6 +54,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.train import TRAIN_CONFIG_NAME
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from lerobot.policies.act.configuration_act import ACTConfig
@@ -59,6 +62,7 @@ from lerobot.policies.act.modeling_act import ACTPolicy
 
 from ...modeling_act_relative_rtc_alldelays import ACTRelativeRTCAllDelaysPolicy
 from .. import report as report_writer
+from ..arguments import add_delays_argument
 from ..policy_sizes import SMALL, cli_args
 from ..report import format_value, markdown_table
 from ..study.evaluation import eval_settings
@@ -66,7 +70,7 @@ from ..study.settings import TEMPORAL_ENSEMBLE
 from ..study.statistics import cell_rng_seed, seed_bootstrap_interval, wilson_interval
 from ..study.units import write_json_atomically
 from ..study.variants import ACT, DEFAULT
-from .delay_sweep import DEFAULT_EVAL_SEED, parse_delays, run_sweep
+from .delay_sweep import DEFAULT_EVAL_SEED, run_sweep
 from .demos import make_metaworld_dataset
 from .position import ACTION_SPACES
 
@@ -165,6 +169,27 @@ def train_arguments(
     return [f"{key}={value}" for key, value in arguments.items()]
 
 
+def job_settings(policy_type: str, config: PreTrainedConfig, delays: list[int]) -> list[tuple[str, int]]:
+    """The (mode, delay) pairs the job evaluates a `policy_type` checkpoint of `config` in: the study's
+    (`eval_settings`) but ACT's temporal ensembling (no chunk joins, not a delay setting); of this policy's,
+    those its config runs, printing why each other one is left out."""
+    settings = [
+        (mode, delay)
+        for mode, delay in eval_settings(STUDY_VARIANTS[policy_type], delays)
+        if mode != TEMPORAL_ENSEMBLE
+    ]
+    if policy_type == ACTPolicy.name:
+        return settings
+    runnable = []
+    for mode, delay in settings:
+        error = config.inference_setting_error(mode, delay)
+        if error is None:
+            runnable.append((mode, delay))
+        else:
+            print(f"      Leaving out {policy_type} in {mode} mode at delay {delay}: {error}", flush=True)
+    return runnable
+
+
 def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """This script's arguments, and the `--key=value` arguments left for lerobot-train."""
     parser = argparse.ArgumentParser(
@@ -205,12 +230,7 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
     )
     parser.add_argument("--eval-seed", type=int, default=DEFAULT_EVAL_SEED)
     parser.add_argument("--eval-max-steps", type=int, default=150, help="the expert needs ~105")
-    parser.add_argument(
-        "--delays",
-        type=parse_delays,
-        default=None,
-        help="comma-separated, e.g. 0,8 (default: 0, rtc_max_delay / 2 and rtc_max_delay)",
-    )
+    add_delays_argument(parser, None, "e.g. 0 8 (default: 0, rtc_max_delay / 2 and rtc_max_delay)")
     parser.add_argument(
         "--workers",
         type=int,
@@ -597,14 +617,17 @@ def main(argv: list[str] | None = None) -> None:
                 policy_type, seed, dataset, args, train_overrides, f"[{stage}/4]"
             )
 
-    first_checkpoint = checkpoints[POLICY_TYPES[1], args.train_seeds[0]]
-    rtc_max_delay = json.loads((first_checkpoint / "config.json").read_text())["rtc_max_delay"]
+    # Every seed of a policy trains under the same arguments: the first seed's config is theirs.
+    configs = {
+        policy_type: PreTrainedConfig.from_pretrained(checkpoints[policy_type, args.train_seeds[0]])
+        for policy_type in POLICY_TYPES
+    }
+    rtc_max_delay = configs[POLICY_TYPES[1]].rtc_max_delay
     delays = args.delays if args.delays is not None else sorted({0, rtc_max_delay // 2, rtc_max_delay})
     settings = [
         (policy_type, mode, delay)
         for policy_type in POLICY_TYPES
-        for mode, delay in eval_settings(STUDY_VARIANTS[policy_type], delays)
-        if mode != TEMPORAL_ENSEMBLE  # ACT's reference without chunk joins, not a delay setting
+        for mode, delay in job_settings(policy_type, configs[policy_type], delays)
     ]
     plan = [
         (policy_type, seed, mode, delay) for policy_type, mode, delay in settings for seed in args.train_seeds

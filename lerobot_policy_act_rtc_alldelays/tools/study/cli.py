@@ -5,6 +5,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from ..arguments import add_delays_argument
 from ..metaworld.position import ACTION_SPACES
 from ..metaworld.state import DEMO_CONDITIONS
 from .evaluation import env_step_seconds
@@ -41,7 +42,7 @@ def parse_args(argv: list[str] | None) -> StudySettings:
     parser.add_argument("--actions", choices=ACTION_SPACES, default=defaults.actions,
                         help="position: absolute hand targets, as robot arms are driven; delta: MetaWorld's "
                         "end-effector deltas (what results/metaworld_state_study* ran)")
-    parser.add_argument("--delays", type=int, nargs="+", default=list(defaults.delays))
+    add_delays_argument(parser, list(defaults.delays), "e.g. 0 4 8")
     parser.add_argument("--train-seeds", type=int, nargs="+", default=list(defaults.train_seeds))
     parser.add_argument("--demo-episodes", type=int, default=defaults.demo_episodes)
     parser.add_argument("--steps", type=int, nargs="+", default=list(defaults.steps),

@@ -12,9 +12,9 @@ from lerobot.policies.factory import make_pre_post_processors
 from lerobot.utils.constants import ACTION, OBS_ENV_STATE, OBS_STATE
 from torch import Tensor
 
+from ...relative_actions import ACTION_IS_PAD
 from ..metaworld.state import Demo
 
-ACTION_IS_PAD = "action_is_pad"
 STD_FLOOR = 0.01  # 1 cm for positions; actions and gripper values are of order 1
 
 
@@ -65,7 +65,7 @@ class TrainingData:
 
     stats: dict[str, dict[str, np.ndarray]]
     demos: Sequence[Demo]
-    cache: dict[tuple[str, bool | None], tuple[dict[str, Tensor], Any, Any]] = field(default_factory=dict)
+    cache: dict[tuple, tuple[dict[str, Tensor], Any, Any]] = field(default_factory=dict)
 
     @cached_property
     def columns(self) -> dict[str, np.ndarray]:
@@ -85,8 +85,9 @@ class TrainingData:
 
     def get(self, config: PreTrainedConfig) -> tuple[dict[str, Tensor], Any, Any]:
         # The policy types, and this policy with and without relative actions, differ in windows or
-        # normalization.
-        kind = (config.type, getattr(config, "predict_relative_actions", None))
+        # normalization; `relative_anchor=last_action` adds the anchor to the windows.
+        relative = getattr(config, "predict_relative_actions", None)
+        kind = (config.type, relative, tuple(config.action_delta_indices))
         if kind not in self.cache:
             preprocessor, postprocessor = make_pre_post_processors(config, dataset_stats=self.stats)
             windows = training_windows(self.demos, config.action_delta_indices)

@@ -33,9 +33,9 @@ from ...modeling_act_relative_rtc import ACTRelativeRTCPolicy
 from .. import report as report_writer
 from ..metaworld.state import DEMO_CONDITIONS, record_demos
 from ..report import markdown_table
-from .data import ACTION_IS_PAD, TrainingData, demo_stats
+from .data import TrainingData, demo_stats
 from .evaluation import evaluated_policy, make_vector_env, run_episodes
-from .prefix_reliance import DIAGNOSTIC_FRAMES, prefix_reliance
+from .prefix_reliance import DIAGNOSTIC_FRAMES, expert_actions, prefix_reliance
 from .settings import DEMO_MAX_STEPS, StudySettings
 from .training import Trainer
 from .variants import DEFAULT, PEERS, VARIANTS
@@ -57,12 +57,13 @@ class PrefixPullProbe:
         policy.predict_action_chunk = self
 
     def __call__(
-        self, batch: dict[str, Tensor], delay: int = 0, action_prefix: Tensor | None = None
+        self, batch: dict[str, Tensor], delay: int = 0, action_prefix: Tensor | None = None, **anchor
     ) -> Tensor:
-        chunk = self.predict(batch, delay=delay, action_prefix=action_prefix)
+        """`anchor`: the `last_action` an anchored policy's `select_action` passes, to both predictions."""
+        chunk = self.predict(batch, delay=delay, action_prefix=action_prefix, **anchor)
         if delay > 0:
             rows = self.policy.config.n_action_steps
-            alone = self.predict(batch)[:, delay : delay + rows]  # what discard mode would execute
+            alone = self.predict(batch, **anchor)[:, delay : delay + rows]  # what discard mode would execute
             self.pulls.append((chunk[:, :rows] - alone).mean(1))
         return chunk
 
@@ -81,12 +82,12 @@ def offline_measures(
     generator = torch.Generator().manual_seed(seed)
     frames = torch.randperm(len(windows[ACTION]), generator=generator)[:DIAGNOSTIC_FRAMES]
     batch = {key: value[frames] for key, value in windows.items() if key.startswith("observation.")}
-    prefix = windows[ACTION][frames, :delay]
+    actions, is_pad, last_action = expert_actions(policy, windows, frames)  # [N, W, A], [N, W], [N, A]
     rows = policy.config.n_action_steps
-    with_prefix = policy.predict_action_chunk(batch, delay=delay, action_prefix=prefix)[:, :rows]
-    alone = policy.predict_action_chunk(batch)[:, delay : delay + rows]
-    expert = windows[ACTION][frames, delay : delay + rows]  # [N, rows, A]
-    real = ~windows[ACTION_IS_PAD][frames, delay : delay + rows]  # [N, rows]
+    with_prefix = policy.predict_action_chunk(batch, delay, actions[:, :delay], last_action)[:, :rows]
+    alone = policy.predict_action_chunk(batch, last_action=last_action)[:, delay : delay + rows]
+    expert = actions[:, delay : delay + rows]  # [N, rows, A]
+    real = ~is_pad[:, delay : delay + rows]  # [N, rows]
 
     def error(chunk: Tensor) -> float:
         return (chunk - expert).abs().mean(-1)[real].mean().item()

@@ -5,7 +5,8 @@ can learn to continue them instead of reading the observation (a copycat), and i
 continues its own stale plan. This diagnostic measures it on training frames, at each delay d > 0, from
 three predictions of the policy (its public `predict_action_chunk`, eval mode, no gradients):
 
-- own: the frame's observation and prefix (the first d actions of its action window, as in training);
+- own: the frame's observation and prefix (the first d actions of its action window, as in training; with
+  `relative_anchor=last_action` also the action before them, the window's anchor);
 - prefix swap: the prefix of a partner frame from another episode;
 - observation swap: the partner's observation, the own prefix kept.
 
@@ -23,8 +24,20 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor
 
 from ...modeling_act_relative_rtc import ACTRelativeRTCPolicy
+from ...relative_actions import ACTION_IS_PAD, action_window, inference_origin
 
 DIAGNOSTIC_FRAMES = 256  # a few hundred frames: seconds for a study-sized model
+
+
+def expert_actions(
+    policy: ACTRelativeRTCPolicy, windows: dict[str, Tensor], frames: Tensor
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The expert's actions from each of `frames` on, past the window's anchor [N, W, A], their padding mask
+    [N, W], and the action commanded before each frame [N, A] (the `last_action` of `predict_action_chunk`:
+    the state where the episode has none) with `relative_anchor=last_action`, None otherwise."""
+    keys = [key for key in (ACTION, ACTION_IS_PAD, OBS_STATE) if key in windows]
+    actions, is_pad, origin = action_window(policy.config, {key: windows[key][frames] for key in keys})
+    return actions, is_pad, origin if policy.config.anchors_on_last_action else None
 
 
 def partner_frames(episode: Tensor, frames: Tensor, generator: torch.Generator) -> Tensor:
@@ -70,9 +83,10 @@ def prefix_reliance(
 
     def chunk(observation_frames: Tensor, prefix_frames: Tensor, delay: int) -> Tensor:
         batch = {key: value[observation_frames] for key, value in observations.items()}
-        prefix = windows[ACTION][prefix_frames, :delay]
-        predicted = policy.predict_action_chunk(batch, delay=delay, action_prefix=prefix)
-        return policy.to_model_space(predicted, batch.get(OBS_STATE))
+        actions, _, last_action = expert_actions(policy, windows, prefix_frames)
+        predicted = policy.predict_action_chunk(batch, delay, actions[:, :delay], last_action)
+        origin = inference_origin(policy.config, batch.get(OBS_STATE), last_action)
+        return policy.to_model_space(predicted, origin)
 
     results = {}
     for delay in delays:

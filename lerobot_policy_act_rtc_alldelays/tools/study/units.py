@@ -8,7 +8,8 @@ a temporary file and renamed into place, so a run killed at any moment leaves wh
 most the unit in progress.
 
 A saved unit is reused only while it is current: its policy config is the one its variant resolves to today
-(`default` follows the package's defaults, which change between releases) and it evaluated the settings the
+(`default` follows the package's defaults, which change between releases; a field added since it was saved
+counts at the value that does what the policy did before, `ADDED_FIELDS`) and it evaluated the settings the
 variant is evaluated in today. Otherwise it is trained and evaluated again.
 """
 
@@ -24,6 +25,9 @@ from .settings import StudySettings
 from .training import Budget, config_record, policy_config, training_runs
 
 UNITS_DIR = "units"
+# Config fields added since units record their policy config, each with the value that does what the policy
+# did before the field existed: a unit recorded without the field ran under that value.
+ADDED_FIELDS = {"relative_anchor": "state"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ def stale_reason(saved: dict[str, Any], unit: Unit, settings: StudySettings) -> 
     if recorded is None:
         return "it records no policy config (saved by an earlier version)"
     today = config_record(policy_config(unit.variant, settings))
+    recorded = {**{k: v for k, v in ADDED_FIELDS.items() if k in today}, **recorded}
     changed = sorted(key for key in set(recorded) | set(today) if recorded.get(key) != today.get(key))
     if changed:
         return "its policy config differs from the variant's today in " + ", ".join(

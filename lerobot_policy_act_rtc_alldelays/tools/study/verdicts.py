@@ -7,7 +7,9 @@ other mode) when the reference's success rate lies inside or below the candidate
 episodes, and the seed bootstrap's (`statistics.seed_bootstrap_interval`), both reported, so a verdict names
 the interval it rests on. Its joins are "smoother" when its mean chunk-join discontinuity is below the
 reference's, at every delay (at delay 0 chunks join every `n_action_steps` too); the ratio of the two is
-reported beside it.
+reported beside it. A variant's mode against its other mode compares the same trained models, seed by seed:
+a training seed "collapses" when the candidate gets fewer than half of the reference's successes on it (a
+pooled interval can hide one seed failing every episode).
 """
 
 from typing import Any
@@ -61,14 +63,27 @@ def verdict_rows(
             if None not in discontinuities:
                 smoother = discontinuities[0] < discontinuities[1]
                 ratio = discontinuities[0] / discontinuities[1] if discontinuities[1] else None
+            same_models = candidate[0] == reference[0]
+            collapsed = collapsed_seeds(candidate_row, reference_row) if same_models else None
             verdicts.append({
                 "task": task, "demos": demos, "steps": steps, "delay": delay,
                 "candidate": candidate_row, "reference": reference_row,
                 "not_worse_wilson": not_worse(candidate_row, reference_row, "wilson"),
                 "not_worse_seed": not_worse(candidate_row, reference_row, "seed"),
-                "smoother": smoother, "discontinuity_ratio": ratio,
+                "smoother": smoother, "discontinuity_ratio": ratio, "collapsed_seeds": collapsed,
             })
     return verdicts
+
+
+def collapsed_seeds(candidate: dict[str, Any], reference: dict[str, Any]) -> list[int]:
+    """The training seeds on which the candidate row got fewer than half of the reference row's successes
+    (two summary rows of the same trained models, each with `per_seed` counts)."""
+    reference_successes = {s["train_seed"]: s["successes"] for s in reference["per_seed"]}
+    return [
+        s["train_seed"]
+        for s in candidate["per_seed"]
+        if 2 * s["successes"] < reference_successes.get(s["train_seed"], 0)
+    ]
 
 
 def verdicts_markdown(
@@ -92,6 +107,7 @@ def verdicts_markdown(
         verdicts = verdict_rows(rows, candidate, reference)
         if not verdicts:
             continue
+        per_seed = candidate[0] == reference[0]
         table = [
             [
                 v["task"], v["demos"], v["steps"], v["delay"],
@@ -100,6 +116,7 @@ def verdicts_markdown(
                 _yes_no(v["not_worse_wilson"]), _yes_no(v["not_worse_seed"]),
                 v["reference"]["discontinuity_mean"], v["candidate"]["discontinuity_mean"],
                 _ratio(v["discontinuity_ratio"]), _yes_no(v["smoother"]),
+                *([_seeds(v["collapsed_seeds"])] if per_seed else []),
             ]
             for v in verdicts
         ]
@@ -111,14 +128,18 @@ def verdicts_markdown(
             "",
             markdown_table(
                 ["task", "demos", "steps", "delay", name(reference), name(candidate), "not worse (Wilson)",
-                 "not worse (seeds)", "reference discont.", "candidate discont.", "ratio", "smoother"],
+                 "not worse (seeds)", "reference discont.", "candidate discont.", "ratio", "smoother",
+                 *(["seeds below half"] if per_seed else [])],
                 table,
             ),
             "",
             f"Not worse in {sum(v['not_worse_wilson'] for v in verdicts)} of {len(verdicts)} cells (Wilson), "
             f"{sum(v['not_worse_seed'] for v in verdicts)} of {len(verdicts)} (seed bootstrap); smoother "
             f"joins in {sum(v['smoother'] for v in joined)} of {len(joined)} cells, no rougher than 1.1x the "
-            f"reference in {within} of {len(joined)}.",
+            f"reference in {within} of {len(joined)}"
+            + (f"; a training seed below half of the reference's successes in "
+               f"{sum(bool(v['collapsed_seeds']) for v in verdicts)} of {len(verdicts)} cells."
+               if per_seed else "."),
         ]
     return "\n".join(lines) + "\n"
 
@@ -129,6 +150,10 @@ def name(side: tuple[str, str]) -> str:
 
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _seeds(seeds: list[int]) -> str:
+    return "none" if not seeds else "**" + " ".join(map(str, seeds)) + "**"
 
 
 def _yes_no(value: bool | None) -> str:
