@@ -36,6 +36,14 @@ def validate_config(config: Any) -> None:
     validate_inference_setting(config)
     validate_blend_steps(config)
     validate_prefix_remedies(config.rtc_prefix_dropout, config.rtc_prefix_noise_std)
+    self_condition = config.rtc_prefix_self_condition
+    if isinstance(self_condition, bool) or not isinstance(self_condition, int | float) or not (
+        0 <= self_condition <= 1
+    ):
+        raise ValueError(
+            "`rtc_prefix_self_condition` is the probability that a training prefix is the network's own "
+            f"prediction: a number in [0, 1], got {self_condition!r}."
+        )
     if config.rtc_prefix_attention not in RTC_PREFIX_ATTENTIONS:
         raise ValueError(
             f"`rtc_prefix_attention` must be one of {RTC_PREFIX_ATTENTIONS}, got "

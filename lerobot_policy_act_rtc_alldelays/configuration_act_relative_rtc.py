@@ -82,6 +82,13 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
             observation rather than only continue the prefix; costs nothing at inference.
         rtc_prefix_noise_std: Standard deviation of Gaussian noise added to the prefix in training, in the
             model's action space (normalized actions). Costs nothing at inference.
+        rtc_prefix_self_condition: Probability, in training, that a sample's prefix is the network's own
+            prediction of those actions (its delay-0 chunk from the same observation, without gradient)
+            instead of the dataset's: in closed loop the prefix is the policy's own earlier chunk, errors
+            included, and this shows it such prefixes with the dataset's targets after them. Costs one
+            more decoder pass per training step (the backbone output is reused); nothing at inference.
+            Measured at 0.5 on the collapse cell of results/prefix_collapse_assembly it moved the prefix
+            collapse to another training seed rather than removing it.
         rtc_prefix_attention: "full" lets every encoder token attend to every other (observation tokens
             then depend on the delay). "shared_observation" keeps observation tokens blind to the prefix,
             so all delays of a sample can share them in one packed sequence under block masks; training and
@@ -131,6 +138,7 @@ class ACTRelativeRTCConfig(PreTrainedConfig):
     use_state_token: bool = True
     rtc_prefix_dropout: float = 0.5
     rtc_prefix_noise_std: float = 0.0
+    rtc_prefix_self_condition: float = 0.0
 
     # Training preset.
     optimizer_lr: float = 1e-5

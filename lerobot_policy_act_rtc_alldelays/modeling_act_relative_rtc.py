@@ -286,6 +286,29 @@ class ACTRelativeRTC(nn.Module):
             actions = self.decode(encoder_out, positions, n_groups)  # [B, G*chunk, A]
         return actions.unflatten(1, (n_groups, self.config.chunk_size)), latent_params
 
+    def self_conditioned_prefix(
+        self, observation_tokens: Tensor, observation_positions: Tensor, action_prefix: Tensor
+    ) -> Tensor:
+        """In training, each sample's prefix [B, P, A] replaced with probability `rtc_prefix_self_condition`
+        by the network's own prediction of those actions: the first P rows of its delay-0 chunk from the
+        same observation tokens [S_obs, B, dim], without gradient."""
+        probability = self.config.rtc_prefix_self_condition
+        if not self.training or probability == 0 or self.config.rtc_max_delay == 0:
+            return action_prefix
+        batch_size, n_prefix = action_prefix.shape[:2]
+        delay_zero = torch.zeros(batch_size, 1, dtype=torch.long, device=action_prefix.device)
+        with torch.no_grad():
+            if self.config.rtc_prefix_attention == "shared_observation":
+                own = self.predict_grouped(
+                    observation_tokens, observation_positions, action_prefix, delay_zero
+                )[0][:, 0]
+            else:
+                own = self.predict_from_observation(
+                    observation_tokens, observation_positions, action_prefix, delay_zero.squeeze(1)
+                )[0]
+        chosen = torch.rand(batch_size, 1, 1, device=action_prefix.device) < probability
+        return torch.where(chosen, own[:, :n_prefix].to(action_prefix), action_prefix)
+
     def forward(
         self,
         batch: dict[str, Tensor],
@@ -296,6 +319,7 @@ class ACTRelativeRTC(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
         """One delay per sample: delays [B], action_prefix [B, rtc_max_delay, A] -> actions [B, chunk, A]."""
         observation_tokens, observation_positions = self.encode_observation(batch)
+        action_prefix = self.self_conditioned_prefix(observation_tokens, observation_positions, action_prefix)
         if self.config.rtc_prefix_attention == "shared_observation":
             if targets is not None:
                 targets, targets_is_pad = targets.unsqueeze(1), targets_is_pad.unsqueeze(1)

@@ -33,6 +33,7 @@ class ACTRelativeRTCAllDelays(ACTRelativeRTC):
         if delays.ndim == 1:
             return super().forward(batch, action_prefix, delays, targets, targets_is_pad)
         observation_tokens, observation_positions = self.encode_observation(batch)  # [S, B, dim]
+        action_prefix = self.self_conditioned_prefix(observation_tokens, observation_positions, action_prefix)
         if self.config.rtc_prefix_attention == "shared_observation":
             return self.predict_grouped(
                 observation_tokens, observation_positions, action_prefix, delays, targets, targets_is_pad

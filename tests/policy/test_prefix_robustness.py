@@ -1,5 +1,5 @@
 """Prefix robustness trained in at no inference cost: `rtc_prefix_dropout` (a learned mask token that keeps
-the delay visible) and `rtc_prefix_noise_std`."""
+the delay visible), `rtc_prefix_noise_std` and `rtc_prefix_self_condition`."""
 
 import pytest
 import torch
@@ -46,7 +46,7 @@ def test_prefix_dropout_hides_about_the_configured_share_of_prefixes():
     assert 0.27 < hidden < 0.33
 
 
-@pytest.mark.parametrize("field", ["rtc_prefix_dropout", "rtc_prefix_noise_std"])
+@pytest.mark.parametrize("field", ["rtc_prefix_dropout", "rtc_prefix_noise_std", "rtc_prefix_self_condition"])
 def test_the_remedies_change_nothing_at_inference(field):
     plain = make_policy().eval()
     remedied = make_policy(**{field: 0.5}).eval()
@@ -85,7 +85,43 @@ def test_the_mask_token_is_trained_on_every_training_path(policy_class, attentio
     assert policy.model.prefix_mask_embed.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize(("field", "value"), [("rtc_prefix_dropout", 1.0), ("rtc_prefix_noise_std", -0.1)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("rtc_prefix_dropout", 1.0), ("rtc_prefix_noise_std", -0.1), ("rtc_prefix_self_condition", 1.5)],
+)
 def test_out_of_range_remedy_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         make_policy(**{field: value})
+
+
+@pytest.mark.parametrize(("policy_class", "attention"), ATTENTION_PATHS)
+@pytest.mark.parametrize("probability", [0.0, 1.0])
+def test_a_self_conditioned_prefix_is_the_networks_own_delay_zero_prediction(
+    policy_class, attention, probability
+):
+    overrides = dict(rtc_prefix_self_condition=probability, rtc_prefix_attention=attention, dropout=0.0)
+    policy = make_policy(**overrides) if policy_class is None else make_policy(policy_class, **overrides)
+    policy.train()
+    batch = make_batch(policy.config, batch_size=3)
+    seen = []
+    encode_prefix = policy.model.encode_prefix
+    policy.model.encode_prefix = lambda prefix, delays: seen.append(prefix) or encode_prefix(prefix, delays)
+
+    loss, _ = policy.forward(batch)
+    loss.backward()
+    # The last call is the trained pass; its sequences [B * K, P, A] are each sample's delays in turn.
+    trained_prefix = seen[-1].unflatten(0, (3, -1))[:, 0]
+
+    window, _ = policy._training_window(batch)
+    dataset_prefix = window[:, : policy.config.rtc_max_delay]
+    inputs = policy.model_inputs(batch)
+    delay_zero = torch.zeros(3, 1, dtype=torch.long)
+    with torch.no_grad():  # the delay-0 chunk, under the attention the policy trains with
+        tokens, positions = policy.model.encode_observation(inputs)
+        if attention == "shared_observation":
+            own = policy.model.predict_grouped(tokens, positions, dataset_prefix, delay_zero)[0][:, 0]
+        else:
+            own = policy.model.predict_from_observation(tokens, positions, dataset_prefix, delay_zero[:, 0])
+            own = own[0]
+    own = own[:, : policy.config.rtc_max_delay]
+    torch.testing.assert_close(trained_prefix, own if probability == 1.0 else dataset_prefix)

@@ -27,7 +27,7 @@ from .training import Budget, config_record, policy_config, training_runs
 UNITS_DIR = "units"
 # Config fields added since units record their policy config, each with the value that does what the policy
 # did before the field existed: a unit recorded without the field ran under that value.
-ADDED_FIELDS = {"relative_anchor": "state"}
+ADDED_FIELDS = {"relative_anchor": "state", "rtc_prefix_self_condition": 0.0}
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ defaults change: the variants from before the remedies pin those too, and every 
 joins by default pins blending off and uniform delay weights. `default` overrides nothing and runs the
 package's defaults of the day (blending at the join over half the overlap, delay 0 half of the loss); the
 probes of the joins (`absolute`, `blend`, `absolute_blend`, `delay0_weight`, `blend_delay0_weight`) change
-one or two things each in the defaults before that; `prefix_noise`, `prefix_dropout_more` and
-`anchor_last_action` change one thing each in today's defaults against the prefix collapse.
+one or two things each in the defaults before that; `prefix_noise`, `prefix_dropout_more`,
+`prefix_self_condition` and `anchor_last_action` change one thing each in today's defaults against the
+prefix collapse.
 """
 
 from typing import Any
@@ -97,6 +98,11 @@ VARIANT_TABLE: dict[str, tuple[dict[str, Any], str]] = {
     "prefix_dropout_more": (
         {**SMOOTH_JOINS, "rtc_prefix_dropout": 0.8},
         "the shipped defaults with 80% of the prefixes hidden in training (default: 50%)",
+    ),
+    "prefix_self_condition": (
+        {**SMOOTH_JOINS, "rtc_prefix_self_condition": 0.5},
+        "the shipped defaults with half of the training prefixes the network's own delay-0 prediction "
+        "(`rtc_prefix_self_condition=0.5`)",
     ),
     "anchor_last_action": (
         {**SMOOTH_JOINS, "relative_anchor": "last_action"},
