@@ -232,13 +232,20 @@ def last_action_origins(
     episode (-1 with `first_action_index=0`: the action before it), its state where that frame lies outside
     the episode (an episode's first frame: nothing was commanded before it), as in training, where LeRobot
     pads that window position. [N], [N, A], [N, A] -> [N, A]."""
+    first, last = episode_bounds(episode_index)
+    anchor = np.arange(len(episode_index)) + anchor_offset
+    inside = (anchor >= first) & (anchor <= last)
+    return np.where(inside[:, None], action[anchor.clip(0, len(episode_index) - 1)], state)
+
+
+def episode_bounds(episode_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The index of each frame's episode's first and last frame ([N] each), from the [N] episode index of
+    frames in dataset order, episodes contiguous."""
     n_frames = len(episode_index)
     episode_starts = np.flatnonzero(np.r_[True, episode_index[1:] != episode_index[:-1]])
     episode_ends = np.r_[episode_starts[1:], n_frames]
     episode_of_frame = np.repeat(np.arange(len(episode_starts)), episode_ends - episode_starts)
-    anchor = np.arange(n_frames) + anchor_offset
-    inside = (anchor >= episode_starts[episode_of_frame]) & (anchor < episode_ends[episode_of_frame])
-    return np.where(inside[:, None], action[anchor.clip(0, n_frames - 1)], state)
+    return episode_starts[episode_of_frame], episode_ends[episode_of_frame] - 1
 
 
 def compute_relative_action_stats(
@@ -257,11 +264,7 @@ def compute_relative_action_stats(
     """
     n_frames = len(episode_index)
     frame = np.arange(n_frames)
-    episode_starts = np.flatnonzero(np.r_[True, episode_index[1:] != episode_index[:-1]])
-    episode_ends = np.r_[episode_starts[1:], n_frames]
-    episode_of_frame = np.repeat(np.arange(len(episode_starts)), episode_ends - episode_starts)
-    first = episode_starts[episode_of_frame][:, None]  # [N, 1]
-    last = episode_ends[episode_of_frame][:, None] - 1  # [N, 1]
+    first, last = (bound[:, None] for bound in episode_bounds(episode_index))  # [N, 1] each
     offsets = np.asarray(action_offsets)[None, :]  # [1, W]
 
     total = np.zeros(action.shape[1])
